@@ -1,0 +1,24 @@
+//! WHIP/WHEP clients for end-to-end tests and benchmarks.
+//!
+//! [`WhipPublisher`] sends the test clip like a resident's phone;
+//! [`WhepSubscriber`] receives a room like an officer's browser and counts
+//! complete VP8 frames, keyframes, Opus packets and sequence gaps. Both bind
+//! only 127.0.0.1.
+
+mod error;
+mod peer;
+mod publisher;
+mod signaling;
+mod subscriber;
+pub mod vp8;
+
+pub use error::ClientError;
+pub use peer::{
+    build_loopback_peer, create_complete_offer, loopback_setting_engine, opus_codec, vp8_codec,
+    vp8_opus_media_engine, PeerEvents, OPUS_PAYLOAD_TYPE, VP8_PAYLOAD_TYPE,
+};
+pub use publisher::{
+    prepare_publish_offer, PublishOffer, PublisherMedia, PublisherStats, WhipPublisher,
+};
+pub use signaling::{delete_session, post_offer, SignaledSession, SDP_CONTENT_TYPE};
+pub use subscriber::{AudioReceiveStats, SubscriberStats, VideoReceiveStats, WhepSubscriber};

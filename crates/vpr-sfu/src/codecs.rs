@@ -1,0 +1,156 @@
+//! Codecs, header extensions and interceptors that every peer connection of
+//! the media plane negotiates.
+//!
+//! The SFU forwards payloads without decoding them, so it offers every codec
+//! browsers send: Opus, VP8, VP9, H264 and AV1. H264 is registered once per
+//! profile browsers use (constrained baseline 42e0, baseline 4200, main 4d00,
+//! constrained high 640c, high 6400). The library matches H264 on profile
+//! alone and answers with the offered fmtp line, so an offer at any level
+//! keeps H264 and the answer never names a higher level than the offer.
+
+use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{
+    MediaEngine, MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9,
+};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability,
+    RtpCodecKind,
+};
+use rtc::sansio::Protocol;
+use rtc::shared::error::Error;
+use std::collections::VecDeque;
+use std::time::Instant;
+
+const MIME_TYPE_RTX: &str = "video/rtx";
+
+/// Header extensions forwarded between legs, besides those the default
+/// interceptors register (mid, rid, repaired rid, transport-cc).
+const FORWARDED_EXTENSIONS: &[(&str, RtpCodecKind)] = &[
+    ("urn:ietf:params:rtp-hdrext:ssrc-audio-level", RtpCodecKind::Audio),
+    ("urn:3gpp:video-orientation", RtpCodecKind::Video),
+    ("http://www.webrtc.org/experiments/rtp-hdrext/abs-capture-time", RtpCodecKind::Video),
+    ("http://www.webrtc.org/experiments/rtp-hdrext/abs-capture-time", RtpCodecKind::Audio),
+    ("http://www.webrtc.org/experiments/rtp-hdrext/playout-delay", RtpCodecKind::Video),
+];
+
+fn video_feedback() -> Vec<RTCPFeedback> {
+    [("goog-remb", ""), ("ccm", "fir"), ("nack", ""), ("nack", "pli")]
+        .into_iter()
+        .map(|(typ, parameter)| RTCPFeedback { typ: typ.into(), parameter: parameter.into() })
+        .collect()
+}
+
+fn codec(mime: &str, clock_rate: u32, channels: u16, fmtp: &str, payload_type: u8) -> RTCRtpCodecParameters {
+    let rtcp_feedback = if mime.starts_with("video/") && mime != MIME_TYPE_RTX {
+        video_feedback()
+    } else {
+        vec![]
+    };
+    RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: mime.to_owned(),
+            clock_rate,
+            channels,
+            sdp_fmtp_line: fmtp.to_owned(),
+            rtcp_feedback,
+        },
+        payload_type,
+    }
+}
+
+/// Builds the media engine and interceptor registry for one peer connection.
+pub fn media_setup() -> Result<(MediaEngine, Registry), Error> {
+    let mut engine = MediaEngine::default();
+    engine.register_codec(
+        codec(MIME_TYPE_OPUS, 48_000, 2, "minptime=10;useinbandfec=1", 111),
+        RtpCodecKind::Audio,
+    )?;
+
+    let video: &[(&str, &str, u8)] = &[
+        (MIME_TYPE_VP8, "", 96),
+        (MIME_TYPE_VP9, "profile-id=0", 98),
+        (MIME_TYPE_H264, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f", 102),
+        (MIME_TYPE_H264, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f", 104),
+        (MIME_TYPE_H264, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=4d001f", 106),
+        (MIME_TYPE_H264, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=640c1f", 108),
+        (MIME_TYPE_H264, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=64001f", 112),
+        (MIME_TYPE_H264, "level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42e01f", 114),
+        (MIME_TYPE_AV1, "", 45),
+    ];
+    for &(mime, fmtp, payload_type) in video {
+        engine.register_codec(codec(mime, 90_000, 0, fmtp, payload_type), RtpCodecKind::Video)?;
+        // Browsers drop retransmission for a codec that has no RTX pairing.
+        let rtx_fmtp = format!("apt={payload_type}");
+        engine.register_codec(
+            codec(MIME_TYPE_RTX, 90_000, 0, &rtx_fmtp, payload_type + 1),
+            RtpCodecKind::Video,
+        )?;
+    }
+
+    for &(uri, kind) in FORWARDED_EXTENSIONS {
+        engine.register_header_extension(
+            RTCRtpHeaderExtensionCapability { uri: uri.to_owned() },
+            kind,
+            None,
+        )?;
+    }
+
+    // Keyframe requests from subscribers must reach the forwarder, so mark
+    // inbound RTCP for delivery before the default chain consumes it.
+    let registry = Registry::new().with(Slot::from(14_000), DeliverRtcp::default());
+    let registry = register_default_interceptors(registry, &mut engine)?;
+    Ok((engine, registry))
+}
+
+/// Interceptor that marks every inbound RTCP packet for delivery to the
+/// application; the interceptors after it still act on the packet.
+#[derive(Default)]
+struct DeliverRtcp {
+    read_queue: VecDeque<TaggedPacket>,
+    write_queue: VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for DeliverRtcp {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if matches!(msg.message.packet, Packet::Rtcp(_)) {
+            msg.message.add(Attribute::DeliverToApplication);
+        }
+        self.read_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read_queue.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write_queue.pop_front()
+    }
+
+    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    fn poll_timeout(&mut self) -> Option<Self::Time> {
+        None
+    }
+}
+
+impl Interceptor for DeliverRtcp {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}

@@ -1,0 +1,82 @@
+//! Events the media plane reports for the session record.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Kind of media a track carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TrackKind {
+    /// Audio.
+    Audio,
+    /// Video.
+    Video,
+}
+
+impl TrackKind {
+    /// The lower-case name used in the store and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrackKind::Audio => "audio",
+            TrackKind::Video => "video",
+        }
+    }
+}
+
+/// A change in a room that the session record keeps. Times are unix
+/// milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// The participant's first peer connection reached the connected state.
+    ParticipantJoined {
+        /// Room id.
+        room_id: String,
+        /// Participant id.
+        participant_id: String,
+        /// When it happened.
+        at_ms: i64,
+    },
+    /// The participant's last peer connection ended.
+    ParticipantLeft {
+        /// Room id.
+        room_id: String,
+        /// Participant id.
+        participant_id: String,
+        /// Why, such as "client ended session" or "connection failed".
+        reason: String,
+        /// When it happened.
+        at_ms: i64,
+    },
+    /// The first packet of a published track arrived.
+    TrackPublished {
+        /// Room id.
+        room_id: String,
+        /// Publishing participant.
+        participant_id: String,
+        /// Track id, unique on this server.
+        track_id: String,
+        /// Audio or video.
+        kind: TrackKind,
+        /// MIME type of the codec, such as `video/VP8`.
+        codec: String,
+        /// When it happened.
+        at_ms: i64,
+    },
+    /// A published track ended.
+    TrackUnpublished {
+        /// Room id.
+        room_id: String,
+        /// Publishing participant.
+        participant_id: String,
+        /// Track id.
+        track_id: String,
+        /// When it happened.
+        at_ms: i64,
+    },
+}
+
+/// The current time in unix milliseconds.
+pub fn unix_ms_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,195 @@
+//! VPR media plane: a selective forwarding unit on webrtc-rs's sans-IO
+//! `rtc` core, driven by one tokio task on one UDP port.
+//!
+//! The signalling layer calls [`MediaHandle`]; the worker owns the socket,
+//! the peer connections and the rooms, and reports [`MediaEvent`]s for the
+//! session record.
+
+pub mod codecs;
+pub mod config;
+pub mod datagram;
+pub mod downtrack;
+pub mod error;
+pub mod events;
+pub mod keyframe;
+pub mod metrics;
+pub mod negotiate;
+pub mod offer;
+pub mod throttle;
+
+mod room;
+mod worker;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+pub use config::MediaConfig;
+pub use error::MediaError;
+pub use events::{MediaEvent, TrackKind};
+pub use metrics::Metrics;
+pub use negotiate::Direction;
+
+use worker::{Command, SessionSetup, Worker};
+
+/// A request to start a WHIP or WHEP session.
+#[derive(Debug, Clone)]
+pub struct SessionRequest {
+    /// Room to join.
+    pub room_id: String,
+    /// Participant the join token names.
+    pub participant_id: String,
+    /// Whether the participant is the resident; the resident's video is
+    /// preferred when subscribers receive one video.
+    pub is_resident: bool,
+    /// Publish or subscribe.
+    pub direction: Direction,
+    /// The client's SDP offer.
+    pub offer_sdp: String,
+}
+
+/// The answer to a session request.
+#[derive(Debug, Clone)]
+pub struct SessionAnswer {
+    /// Id of the new session; the WHIP/WHEP resource URL names it.
+    pub session_id: String,
+    /// SDP answer.
+    pub answer_sdp: String,
+}
+
+/// Handle to the media worker. Cheap to clone.
+#[derive(Clone)]
+pub struct MediaHandle {
+    commands: mpsc::UnboundedSender<Command>,
+    config: Arc<MediaConfig>,
+    local_addr: SocketAddr,
+    open_rooms: Arc<Mutex<HashSet<String>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl MediaHandle {
+    /// Binds the media port and starts the worker. Events for the session
+    /// record go to `events`.
+    pub async fn start(
+        config: MediaConfig,
+        events: mpsc::UnboundedSender<MediaEvent>,
+    ) -> std::io::Result<(MediaHandle, JoinHandle<()>)> {
+        let socket = Arc::new(UdpSocket::bind(config.udp_listen).await?);
+        let local_addr = socket.local_addr()?;
+        let metrics = Arc::new(Metrics::default());
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let worker = Worker::new(socket, config.clone(), metrics.clone(), events)?;
+        let task = tokio::spawn(worker.run(receiver));
+        let handle = MediaHandle {
+            commands,
+            config: Arc::new(config),
+            local_addr,
+            open_rooms: Arc::new(Mutex::new(HashSet::new())),
+            metrics,
+        };
+        Ok((handle, task))
+    }
+
+    /// The address the media port is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Media-plane counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Opens a room so that sessions can join it.
+    pub fn open_room(&self, room_id: &str) {
+        self.open_rooms.lock().expect("room set lock").insert(room_id.to_owned());
+        let _ = self.commands.send(Command::OpenRoom { room_id: room_id.to_owned() });
+    }
+
+    /// Closes a room and ends every session in it with `reason`.
+    pub fn close_room(&self, room_id: &str, reason: &str) {
+        self.open_rooms.lock().expect("room set lock").remove(room_id);
+        let _ = self.commands.send(Command::CloseRoom {
+            room_id: room_id.to_owned(),
+            reason: reason.to_owned(),
+        });
+    }
+
+    /// Returns true when the room is open on this server.
+    pub fn is_room_open(&self, room_id: &str) -> bool {
+        self.open_rooms.lock().expect("room set lock").contains(room_id)
+    }
+
+    /// Checks the offer, negotiates a peer connection and hands it to the
+    /// worker. Returns the SDP answer.
+    pub async fn start_session(&self, request: SessionRequest) -> Result<SessionAnswer, MediaError> {
+        let summary = offer::check_offer(&request.offer_sdp)?;
+        if !self.is_room_open(&request.room_id) {
+            return Err(MediaError::RoomNotOpen(request.room_id));
+        }
+
+        let session_id = format!("ss_{:032x}", rand::random::<u128>());
+        let config = self.config.clone();
+        let local_addr = self.local_addr;
+        let negotiated = {
+            let session_id = session_id.clone();
+            let offer_sdp = request.offer_sdp.clone();
+            let direction = request.direction;
+            tokio::task::spawn_blocking(move || {
+                negotiate::negotiate(&config, local_addr, &session_id, direction, &offer_sdp, &summary)
+            })
+            .await
+            .map_err(|_| MediaError::WorkerStopped)??
+        };
+        let answer_sdp = negotiated.answer_sdp.clone();
+
+        let (reply, response) = oneshot::channel();
+        let setup = SessionSetup {
+            session_id: session_id.clone(),
+            room_id: request.room_id,
+            participant_id: request.participant_id,
+            is_resident: request.is_resident,
+            direction: request.direction,
+            negotiated,
+        };
+        self.commands
+            .send(Command::AddSession { setup: Box::new(setup), reply })
+            .map_err(|_| MediaError::WorkerStopped)?;
+        response.await.map_err(|_| MediaError::WorkerStopped)??;
+        Ok(SessionAnswer { session_id, answer_sdp })
+    }
+
+    /// Ends a session; `SessionNotFound` when it is not live.
+    pub async fn end_session(&self, session_id: &str, reason: &str) -> Result<(), MediaError> {
+        let (reply, response) = oneshot::channel();
+        self.commands
+            .send(Command::EndSession {
+                session_id: session_id.to_owned(),
+                reason: reason.to_owned(),
+                reply,
+            })
+            .map_err(|_| MediaError::WorkerStopped)?;
+        match response.await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(MediaError::SessionNotFound(session_id.to_owned())),
+            Err(_) => Err(MediaError::WorkerStopped),
+        }
+    }
+
+    /// Ends every session with `reason` and stops the worker.
+    pub async fn shutdown(&self, reason: &str) {
+        self.open_rooms.lock().expect("room set lock").clear();
+        let (reply, response) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Shutdown { reason: reason.to_owned(), reply })
+            .is_ok()
+        {
+            let _ = response.await;
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! Counters of the media plane, rendered in the Prometheus text format.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Media-plane counters and gauges, shared between the worker and the
+/// metrics endpoint.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Datagrams received on the media port.
+    pub datagrams_received: AtomicU64,
+    /// Datagrams dropped before reaching a peer connection: malformed,
+    /// truncated, or from an unknown address.
+    pub datagrams_dropped: AtomicU64,
+    /// Bytes received on the media port.
+    pub bytes_received: AtomicU64,
+    /// Datagrams sent from the media port.
+    pub datagrams_sent: AtomicU64,
+    /// Bytes sent from the media port.
+    pub bytes_sent: AtomicU64,
+    /// RTP packets forwarded to down-tracks.
+    pub rtp_forwarded: AtomicU64,
+    /// Keyframe requests (PLI/FIR) received from subscribers.
+    pub keyframe_requests_received: AtomicU64,
+    /// Keyframe requests sent upstream to publishers.
+    pub keyframe_requests_sent: AtomicU64,
+    /// Open rooms.
+    pub rooms: AtomicU64,
+    /// Live peer connections.
+    pub peer_connections: AtomicU64,
+    /// Published tracks.
+    pub tracks: AtomicU64,
+}
+
+impl Metrics {
+    /// Adds `n` to a counter.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Sets a gauge.
+    pub fn set(gauge: &AtomicU64, value: u64) {
+        gauge.store(value, Ordering::Relaxed);
+    }
+
+    /// Renders every metric in the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let rows: [(&str, &str, &str, &AtomicU64); 11] = [
+            ("vpr_udp_datagrams_received_total", "counter", "Datagrams received on the media port.", &self.datagrams_received),
+            ("vpr_udp_datagrams_dropped_total", "counter", "Datagrams dropped as malformed, truncated or from an unknown address.", &self.datagrams_dropped),
+            ("vpr_udp_bytes_received_total", "counter", "Bytes received on the media port.", &self.bytes_received),
+            ("vpr_udp_datagrams_sent_total", "counter", "Datagrams sent from the media port.", &self.datagrams_sent),
+            ("vpr_udp_bytes_sent_total", "counter", "Bytes sent from the media port.", &self.bytes_sent),
+            ("vpr_rtp_forwarded_total", "counter", "RTP packets forwarded to down-tracks.", &self.rtp_forwarded),
+            ("vpr_keyframe_requests_received_total", "counter", "PLI and FIR received from subscribers.", &self.keyframe_requests_received),
+            ("vpr_keyframe_requests_sent_total", "counter", "Keyframe requests sent to publishers.", &self.keyframe_requests_sent),
+            ("vpr_rooms", "gauge", "Open rooms.", &self.rooms),
+            ("vpr_peer_connections", "gauge", "Live peer connections.", &self.peer_connections),
+            ("vpr_tracks", "gauge", "Published tracks.", &self.tracks),
+        ];
+        let mut out = String::new();
+        for (name, kind, help, value) in rows {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
+        out
+    }
+}

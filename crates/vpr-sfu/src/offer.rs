@@ -1,0 +1,191 @@
+//! Checks on an SDP offer before it reaches the peer connection.
+//!
+//! The media plane runs every peer connection on one UDP port, so all media
+//! sections must share one transport (BUNDLE). The library keeps one
+//! header-extension id table per peer connection, so an offer that gives
+//! one extension different ids in different sections is rejected here with
+//! the extension's URI instead of losing that extension from the answer.
+
+use std::collections::HashMap;
+use std::io::Cursor;
+
+use rtc::sdp::description::session::SessionDescription;
+
+/// Why an offer cannot be answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OfferError {
+    /// The text is not a parsable SDP session description.
+    #[error("malformed SDP offer: {0}")]
+    Malformed(String),
+    /// The offer has no audio or video section.
+    #[error("SDP offer has no audio or video m-section")]
+    NoMedia,
+    /// Several media sections without one BUNDLE group holding all of them.
+    #[error("SDP offer has {sections} m-sections but no a=group:BUNDLE covering all of them; BUNDLE is required")]
+    BundleRequired {
+        /// Number of m-sections in the offer.
+        sections: usize,
+    },
+    /// One header extension URI is mapped to different ids.
+    #[error("header extension {uri} has id {first} in one m-section and id {second} in another; use one id per extension")]
+    ConflictingExtensionIds {
+        /// Extension URI.
+        uri: String,
+        /// Id in the first section that names the extension.
+        first: u16,
+        /// Conflicting id in a later section.
+        second: u16,
+    },
+    /// One id is used for two different extensions.
+    #[error("header extension id {id} names both {first} and {second}")]
+    ReusedExtensionId {
+        /// The extension id.
+        id: u16,
+        /// URI in the first section.
+        first: String,
+        /// URI in a later section.
+        second: String,
+    },
+}
+
+/// Media kinds found in an offer, in section order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfferSummary {
+    /// One entry per audio or video m-section: true for video.
+    pub sections_are_video: Vec<bool>,
+}
+
+impl OfferSummary {
+    /// Number of audio sections.
+    pub fn audio_sections(&self) -> usize {
+        self.sections_are_video.iter().filter(|video| !**video).count()
+    }
+
+    /// Number of video sections.
+    pub fn video_sections(&self) -> usize {
+        self.sections_are_video.iter().filter(|video| **video).count()
+    }
+}
+
+/// Parses and checks an offer.
+pub fn check_offer(sdp: &str) -> Result<OfferSummary, OfferError> {
+    let description = SessionDescription::unmarshal(&mut Cursor::new(sdp.as_bytes()))
+        .map_err(|err| OfferError::Malformed(err.to_string()))?;
+
+    let media = &description.media_descriptions;
+    let sections_are_video: Vec<bool> = media
+        .iter()
+        .filter_map(|m| match m.media_name.media.as_str() {
+            "audio" => Some(false),
+            "video" => Some(true),
+            _ => None,
+        })
+        .collect();
+    if sections_are_video.is_empty() {
+        return Err(OfferError::NoMedia);
+    }
+
+    if media.len() > 1 {
+        let mids: Vec<&str> = media
+            .iter()
+            .filter_map(|m| m.attribute("mid").flatten())
+            .collect();
+        let bundled = description
+            .attributes
+            .iter()
+            .filter(|a| a.key == "group")
+            .filter_map(|a| a.value.as_deref())
+            .filter_map(|v| v.strip_prefix("BUNDLE"))
+            .any(|tags| {
+                let tags: Vec<&str> = tags.split_whitespace().collect();
+                mids.len() == media.len() && mids.iter().all(|mid| tags.contains(mid))
+            });
+        if !bundled {
+            return Err(OfferError::BundleRequired { sections: media.len() });
+        }
+    }
+
+    let mut id_by_uri: HashMap<String, u16> = HashMap::new();
+    let mut uri_by_id: HashMap<u16, String> = HashMap::new();
+    for section in media {
+        for attribute in section.attributes.iter().filter(|a| a.key == "extmap") {
+            let Some(value) = attribute.value.as_deref() else {
+                continue;
+            };
+            let mut parts = value.split_whitespace();
+            let (Some(id_part), Some(uri)) = (parts.next(), parts.next()) else {
+                return Err(OfferError::Malformed(format!("invalid a=extmap:{value}")));
+            };
+            // The id may carry a direction, as in "3/sendonly".
+            let id_text = id_part.split('/').next().unwrap_or(id_part);
+            let id: u16 = id_text
+                .parse()
+                .map_err(|_| OfferError::Malformed(format!("invalid extmap id in a=extmap:{value}")))?;
+
+            if let Some(&first) = id_by_uri.get(uri) {
+                if first != id {
+                    return Err(OfferError::ConflictingExtensionIds { uri: uri.to_owned(), first, second: id });
+                }
+            }
+            if let Some(first) = uri_by_id.get(&id) {
+                if first != uri {
+                    return Err(OfferError::ReusedExtensionId { id, first: first.clone(), second: uri.to_owned() });
+                }
+            }
+            id_by_uri.insert(uri.to_owned(), id);
+            uri_by_id.insert(id, uri.to_owned());
+        }
+    }
+
+    Ok(OfferSummary { sections_are_video })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer(group: &str, audio_ext: &str, video_ext: &str) -> String {
+        format!(
+            "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n{group}\
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\n{audio_ext}a=rtpmap:111 opus/48000/2\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\n{video_ext}a=rtpmap:96 VP8/90000\r\n"
+        )
+    }
+
+    #[test]
+    fn bundled_offer_passes() {
+        let sdp = offer("a=group:BUNDLE 0 1\r\n", "", "");
+        let summary = check_offer(&sdp).expect("valid offer");
+        assert_eq!(summary.audio_sections(), 1);
+        assert_eq!(summary.video_sections(), 1);
+    }
+
+    #[test]
+    fn two_sections_without_bundle_fail() {
+        let sdp = offer("", "", "");
+        assert_eq!(check_offer(&sdp), Err(OfferError::BundleRequired { sections: 2 }));
+    }
+
+    #[test]
+    fn one_section_without_bundle_passes() {
+        let sdp = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=rtpmap:96 VP8/90000\r\n";
+        assert!(check_offer(sdp).is_ok());
+    }
+
+    #[test]
+    fn conflicting_extension_ids_name_the_uri() {
+        let sdp = offer(
+            "a=group:BUNDLE 0 1\r\n",
+            "a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\n",
+            "a=extmap:9 urn:ietf:params:rtp-hdrext:sdes:mid\r\n",
+        );
+        let err = check_offer(&sdp).unwrap_err();
+        assert!(err.to_string().contains("urn:ietf:params:rtp-hdrext:sdes:mid"), "{err}");
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        assert!(matches!(check_offer("hello"), Err(OfferError::Malformed(_))));
+    }
+}

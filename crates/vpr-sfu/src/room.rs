@@ -1,0 +1,90 @@
+//! Rooms, publications and subscriber slots as the media worker keeps them.
+//!
+//! A publication is one track a participant sends. A slot is one sender a
+//! subscribing session offered (one per m-section); it is bound to at most
+//! one publication of its kind at a time and owns the down-track, so that
+//! numbering stays continuous when the slot moves to another publication.
+
+use std::collections::HashMap;
+
+use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
+
+use crate::downtrack::{DownTrack, LegParameters};
+use crate::events::TrackKind;
+use crate::throttle::KeyframeThrottle;
+
+/// Key of a peer connection inside the worker.
+pub(crate) type PeerKey = u64;
+/// Key of a publication inside the worker.
+pub(crate) type PublicationKey = u64;
+/// Key of a room inside the worker.
+pub(crate) type RoomKey = u64;
+
+/// A subscriber's slot that receives one publication.
+pub(crate) struct Binding {
+    pub peer: PeerKey,
+    pub slot: usize,
+}
+
+/// One published track.
+pub(crate) struct Publication {
+    pub track_id: String,
+    pub publisher: PeerKey,
+    pub participant_id: String,
+    pub is_resident: bool,
+    pub receiver_id: RTCRtpReceiverId,
+    pub kind: TrackKind,
+    pub media_ssrc: u32,
+    /// MIME type, known once the first packet arrived.
+    pub codec: Option<String>,
+    pub leg: LegParameters,
+    pub throttle: KeyframeThrottle,
+    pub bindings: Vec<Binding>,
+}
+
+/// One sender of a subscribing session.
+pub(crate) struct Slot {
+    pub kind: TrackKind,
+    pub sender_id: RTCRtpSenderId,
+    pub local_track_id: String,
+    pub leg: LegParameters,
+    pub bound: Option<PublicationKey>,
+    pub track: DownTrack,
+}
+
+/// How many sessions a participant has and whether it counted as joined.
+#[derive(Default)]
+pub(crate) struct Presence {
+    pub sessions: usize,
+    pub joined: bool,
+}
+
+/// A room on this worker.
+pub(crate) struct Room {
+    pub room_id: String,
+    pub peers: Vec<PeerKey>,
+    pub publications: HashMap<PublicationKey, Publication>,
+    pub presence: HashMap<String, Presence>,
+}
+
+impl Room {
+    pub fn new(room_id: String) -> Self {
+        Self {
+            room_id,
+            peers: Vec::new(),
+            publications: HashMap::new(),
+            presence: HashMap::new(),
+        }
+    }
+
+    /// Picks the publication a free slot of `kind` should receive: the
+    /// resident's first, then any other participant's, never the
+    /// subscriber's own.
+    pub fn best_publication(&self, kind: TrackKind, subscriber_participant: &str) -> Option<PublicationKey> {
+        self.publications
+            .iter()
+            .filter(|(_, p)| p.kind == kind && p.codec.is_some() && p.participant_id != subscriber_participant)
+            .min_by_key(|(key, p)| (!p.is_resident, **key))
+            .map(|(key, _)| *key)
+    }
+}

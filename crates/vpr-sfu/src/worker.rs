@@ -1,0 +1,801 @@
+//! The media worker: one task that owns the shared UDP socket, every peer
+//! connection and every room, and forwards packets between them.
+//!
+//! Demultiplexing follows the ICE username fragment for STUN and the remote
+//! address afterwards. Forwarding inside a room is a function call on state
+//! this task owns, with no channel hop and no lock per packet.
+//!
+//! NOTE: every room lives on this one worker. Sharding rooms over several
+//! workers (one socket each, or SO_REUSEPORT) is not built yet.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp::packet::Packet;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpParameters, RtpCodecKind};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::config::MediaConfig;
+use crate::datagram::{classify, DatagramKind};
+use crate::downtrack::{DownTrack, LegParameters, NegotiatedCodec, NegotiatedExtension, Rewrite};
+use crate::error::MediaError;
+use crate::events::{unix_ms_now, MediaEvent, TrackKind};
+use crate::metrics::Metrics;
+use crate::negotiate::{Direction, Negotiated};
+use crate::room::{Binding, PeerKey, Presence, Publication, PublicationKey, Room, RoomKey, Slot};
+use crate::throttle::KeyframeThrottle;
+
+/// Datagrams read per wake-up before the touched peers are drained.
+const RECV_BATCH: usize = 64;
+/// Interval of the sweep for connect timeouts and deferred keyframe requests.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A session the signalling layer negotiated, handed to the worker.
+pub(crate) struct SessionSetup {
+    pub session_id: String,
+    pub room_id: String,
+    pub participant_id: String,
+    pub is_resident: bool,
+    pub direction: Direction,
+    pub negotiated: Negotiated,
+}
+
+/// Requests to the worker.
+pub(crate) enum Command {
+    OpenRoom { room_id: String },
+    CloseRoom { room_id: String, reason: String },
+    AddSession { setup: Box<SessionSetup>, reply: oneshot::Sender<Result<(), MediaError>> },
+    EndSession { session_id: String, reason: String, reply: oneshot::Sender<bool> },
+    Shutdown { reason: String, reply: oneshot::Sender<()> },
+}
+
+struct Peer {
+    session_id: String,
+    room: RoomKey,
+    participant_id: String,
+    is_resident: bool,
+    direction: Direction,
+    pc: RTCPeerConnection,
+    local_ufrag: String,
+    addrs: Vec<SocketAddr>,
+    deadline: Option<Instant>,
+    created: Instant,
+    connected: bool,
+    touched: bool,
+    /// Publisher side: the library's track id to our publication.
+    receivers: HashMap<String, PublicationKey>,
+    /// Subscriber side: one slot per offered m-section.
+    slots: Vec<Slot>,
+}
+
+pub(crate) struct Worker {
+    socket: Arc<UdpSocket>,
+    local_addr: SocketAddr,
+    config: MediaConfig,
+    metrics: Arc<Metrics>,
+    events: mpsc::UnboundedSender<MediaEvent>,
+    peers: HashMap<PeerKey, Peer>,
+    by_ufrag: HashMap<String, PeerKey>,
+    by_addr: HashMap<SocketAddr, PeerKey>,
+    by_session: HashMap<String, PeerKey>,
+    rooms: HashMap<RoomKey, Room>,
+    room_keys: HashMap<String, RoomKey>,
+    next_key: u64,
+    touched: Vec<PeerKey>,
+    dropped_logged_at: Option<Instant>,
+}
+
+impl Worker {
+    pub fn new(
+        socket: Arc<UdpSocket>,
+        config: MediaConfig,
+        metrics: Arc<Metrics>,
+        events: mpsc::UnboundedSender<MediaEvent>,
+    ) -> std::io::Result<Self> {
+        let local_addr = socket.local_addr()?;
+        Ok(Self {
+            socket,
+            local_addr,
+            config,
+            metrics,
+            events,
+            peers: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            by_addr: HashMap::new(),
+            by_session: HashMap::new(),
+            rooms: HashMap::new(),
+            room_keys: HashMap::new(),
+            next_key: 1,
+            touched: Vec::new(),
+            dropped_logged_at: None,
+        })
+    }
+
+    /// Runs until a shutdown command arrives or every handle is dropped.
+    pub async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        let socket = self.socket.clone();
+        let mut buf = vec![0u8; 2048];
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+        info!(local_addr = %self.local_addr, "media worker started");
+
+        loop {
+            let deadline = self.next_deadline();
+            let sleep = tokio::time::sleep_until(deadline.into());
+            tokio::select! {
+                biased;
+                command = commands.recv() => {
+                    let Some(command) = command else { break };
+                    if let Command::Shutdown { reason, reply } = command {
+                        self.close_all(&reason);
+                        let _ = reply.send(());
+                        break;
+                    }
+                    self.handle_command(command);
+                }
+                received = socket.recv_from(&mut buf) => {
+                    match received {
+                        Ok((len, from)) => {
+                            let now = Instant::now();
+                            self.handle_datagram(&buf[..len], from, now);
+                            for _ in 1..RECV_BATCH {
+                                match socket.try_recv_from(&mut buf) {
+                                    Ok((len, from)) => self.handle_datagram(&buf[..len], from, now),
+                                    Err(_) => break,
+                                }
+                            }
+                        }
+                        Err(err) => warn!(error = %err, "media socket receive failed"),
+                    }
+                }
+                _ = sleep => self.handle_timeouts(Instant::now()),
+                _ = housekeeping.tick() => self.housekeeping(Instant::now()),
+            }
+            self.drain_touched();
+        }
+        info!("media worker stopped");
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let far = Instant::now() + Duration::from_secs(3600);
+        self.peers.values().filter_map(|p| p.deadline).min().unwrap_or(far)
+    }
+
+    fn touch(touched: &mut Vec<PeerKey>, peer: &mut Peer, key: PeerKey) {
+        if !peer.touched {
+            peer.touched = true;
+            touched.push(key);
+        }
+    }
+
+    fn handle_command(&mut self, command: Command) {
+        match command {
+            Command::OpenRoom { room_id } => {
+                if !self.room_keys.contains_key(&room_id) {
+                    let key = self.allocate_key();
+                    info!(room_id = %room_id, "room opened on media plane");
+                    self.room_keys.insert(room_id.clone(), key);
+                    self.rooms.insert(key, Room::new(room_id));
+                    Metrics::set(&self.metrics.rooms, self.rooms.len() as u64);
+                }
+            }
+            Command::CloseRoom { room_id, reason } => self.close_room(&room_id, &reason),
+            Command::AddSession { setup, reply } => {
+                let result = self.add_session(*setup);
+                let _ = reply.send(result);
+            }
+            Command::EndSession { session_id, reason, reply } => {
+                let found = match self.by_session.get(&session_id).copied() {
+                    Some(key) => {
+                        self.remove_peer(key, &reason);
+                        true
+                    }
+                    None => false,
+                };
+                let _ = reply.send(found);
+            }
+            Command::Shutdown { .. } => {}
+        }
+    }
+
+    fn allocate_key(&mut self) -> u64 {
+        let key = self.next_key;
+        self.next_key += 1;
+        key
+    }
+
+    fn add_session(&mut self, setup: SessionSetup) -> Result<(), MediaError> {
+        let Some(&room_key) = self.room_keys.get(&setup.room_id) else {
+            return Err(MediaError::RoomNotOpen(setup.room_id));
+        };
+        let key = self.allocate_key();
+        let SessionSetup { session_id, room_id, participant_id, is_resident, direction, negotiated } = setup;
+        let Negotiated { mut pc, local_ufrag, slots, .. } = negotiated;
+
+        let slots = slots
+            .into_iter()
+            .map(|slot| {
+                let leg = pc
+                    .rtp_sender(slot.sender_id)
+                    .map(|mut sender| leg_parameters(&sender.get_parameters().rtp_parameters))
+                    .unwrap_or_default();
+                Slot {
+                    kind: slot.kind,
+                    sender_id: slot.sender_id,
+                    local_track_id: slot.local_track_id,
+                    leg,
+                    bound: None,
+                    track: DownTrack::new(slot.ssrc, slot.kind == TrackKind::Video),
+                }
+            })
+            .collect();
+
+        info!(room_id = %room_id, participant_id = %participant_id, session_id = %session_id,
+            direction = ?direction, "session added");
+        self.by_ufrag.insert(local_ufrag.clone(), key);
+        self.by_session.insert(session_id.clone(), key);
+        let mut peer = Peer {
+            session_id,
+            room: room_key,
+            participant_id: participant_id.clone(),
+            is_resident,
+            direction,
+            pc,
+            local_ufrag,
+            addrs: Vec::new(),
+            deadline: None,
+            created: Instant::now(),
+            connected: false,
+            touched: false,
+            receivers: HashMap::new(),
+            slots,
+        };
+        Self::touch(&mut self.touched, &mut peer, key);
+        self.peers.insert(key, peer);
+        Metrics::set(&self.metrics.peer_connections, self.peers.len() as u64);
+
+        let room = self.rooms.get_mut(&room_key).expect("room key maps to a room");
+        room.peers.push(key);
+        room.presence.entry(participant_id).or_insert_with(Presence::default).sessions += 1;
+        self.bind_free_slots(room_key, Instant::now());
+        Ok(())
+    }
+
+    fn handle_datagram(&mut self, data: &[u8], from: SocketAddr, now: Instant) {
+        Metrics::add(&self.metrics.datagrams_received, 1);
+        Metrics::add(&self.metrics.bytes_received, data.len() as u64);
+
+        let kind = match classify(data) {
+            Ok(kind) => kind,
+            Err(err) => {
+                self.count_drop(from, &err.to_string(), now);
+                return;
+            }
+        };
+
+        let key = match (self.by_addr.get(&from).copied(), kind) {
+            // A STUN request names its peer connection; trust that over the
+            // address, which a new connection from the same port may reuse.
+            (_, DatagramKind::Stun { local_ufrag: Some(ufrag) }) => match self.by_ufrag.get(ufrag) {
+                Some(&key) => {
+                    self.bind_address(key, from);
+                    key
+                }
+                None => {
+                    self.count_drop(from, "STUN username names no peer connection", now);
+                    return;
+                }
+            },
+            (Some(key), _) => key,
+            (None, _) => {
+                self.count_drop(from, "datagram from an address with no peer connection", now);
+                return;
+            }
+        };
+
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let message = TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr: self.local_addr,
+                peer_addr: from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: BytesMut::from(data),
+        };
+        if let Err(err) = peer.pc.handle_read(message) {
+            Metrics::add(&self.metrics.datagrams_dropped, 1);
+            debug!(session_id = %peer.session_id, error = %err, "peer connection rejected a datagram");
+        }
+        Self::touch(&mut self.touched, peer, key);
+    }
+
+    fn bind_address(&mut self, key: PeerKey, addr: SocketAddr) {
+        if let Some(previous) = self.by_addr.insert(addr, key) {
+            if previous == key {
+                return;
+            }
+            if let Some(old) = self.peers.get_mut(&previous) {
+                old.addrs.retain(|a| *a != addr);
+            }
+        }
+        if let Some(peer) = self.peers.get_mut(&key) {
+            peer.addrs.push(addr);
+        }
+    }
+
+    fn count_drop(&mut self, from: SocketAddr, reason: &str, now: Instant) {
+        Metrics::add(&self.metrics.datagrams_dropped, 1);
+        // One log line per second at most: a flood must not flood the log.
+        let quiet = self.dropped_logged_at.is_some_and(|at| now.duration_since(at) < Duration::from_secs(1));
+        if !quiet {
+            self.dropped_logged_at = Some(now);
+            debug!(%from, reason, "dropped datagram on media port");
+        }
+    }
+
+    fn handle_timeouts(&mut self, now: Instant) {
+        for (&key, peer) in self.peers.iter_mut() {
+            if peer.deadline.is_some_and(|deadline| deadline <= now) {
+                peer.deadline = None;
+                if let Err(err) = peer.pc.handle_timeout(now) {
+                    debug!(session_id = %peer.session_id, error = %err, "peer connection timeout handling failed");
+                }
+                Self::touch(&mut self.touched, peer, key);
+            }
+        }
+    }
+
+    fn housekeeping(&mut self, now: Instant) {
+        let expired: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.connected && now.duration_since(p.created) > self.config.connect_timeout)
+            .map(|(key, _)| *key)
+            .collect();
+        for key in expired {
+            self.remove_peer(key, "connection timed out");
+        }
+
+        let Self { rooms, peers, touched, metrics, .. } = self;
+        for room in rooms.values_mut() {
+            for publication in room.publications.values_mut() {
+                if publication.throttle.handle_timeout(now) {
+                    send_keyframe_request(peers, touched, metrics, publication, now);
+                }
+            }
+        }
+    }
+
+    fn drain_touched(&mut self) {
+        while let Some(key) = self.touched.pop() {
+            self.drain_peer(key);
+        }
+    }
+
+    /// Sends what the peer connection wrote, then handles its events and
+    /// the media it decrypted.
+    fn drain_peer(&mut self, key: PeerKey) {
+        let now = Instant::now();
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        peer.touched = false;
+        flush_writes(&self.socket, &self.metrics, &mut peer.pc);
+
+        let mut events = Vec::new();
+        while let Some(event) = peer.pc.poll_event() {
+            events.push(event);
+        }
+        let mut rtp = Vec::new();
+        let mut rtcp = Vec::new();
+        while let Some(message) = peer.pc.poll_read() {
+            match message.message {
+                RTCMessage::RtpPacket(track_id, packet) => rtp.push((track_id, packet)),
+                RTCMessage::RtcpPacket(track_id, packets) => rtcp.push((track_id, packets)),
+                _ => {}
+            }
+        }
+
+        for event in events {
+            self.handle_peer_event(key, event, now);
+        }
+        for (track_id, packet) in rtp {
+            self.forward(key, &track_id, packet, now);
+        }
+        for (track_id, packets) in rtcp {
+            self.handle_feedback(key, &track_id, &packets, now);
+        }
+
+        if let Some(peer) = self.peers.get_mut(&key) {
+            // Handling above may have queued more output on this connection.
+            flush_writes(&self.socket, &self.metrics, &mut peer.pc);
+            peer.deadline = peer.pc.poll_timeout();
+        }
+    }
+
+    fn handle_peer_event(&mut self, key: PeerKey, event: RTCPeerConnectionEvent, now: Instant) {
+        match event {
+            RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
+                let Some(peer) = self.peers.get_mut(&key) else { return };
+                let room_id = self.rooms.get(&peer.room).map(|r| r.room_id.clone()).unwrap_or_default();
+                info!(room_id = %room_id, participant_id = %peer.participant_id,
+                    session_id = %peer.session_id, state = %state, "peer connection state changed");
+                match state {
+                    RTCPeerConnectionState::Connected => {
+                        peer.connected = true;
+                        let participant_id = peer.participant_id.clone();
+                        let room_key = peer.room;
+                        self.mark_joined(room_key, &participant_id);
+                        self.request_keyframes_for(key, now);
+                    }
+                    RTCPeerConnectionState::Failed => self.remove_peer(key, "connection failed"),
+                    RTCPeerConnectionState::Closed => self.remove_peer(key, "connection closed"),
+                    _ => {}
+                }
+            }
+            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                self.open_publication(key, init.track_id, init.receiver_id, init.ssrc);
+            }
+            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(track_id)) => {
+                self.close_publication(key, &track_id);
+            }
+            _ => {}
+        }
+    }
+
+    fn mark_joined(&mut self, room_key: RoomKey, participant_id: &str) {
+        let Some(room) = self.rooms.get_mut(&room_key) else { return };
+        let Some(presence) = room.presence.get_mut(participant_id) else { return };
+        if !presence.joined {
+            presence.joined = true;
+            let _ = self.events.send(MediaEvent::ParticipantJoined {
+                room_id: room.room_id.clone(),
+                participant_id: participant_id.to_owned(),
+                at_ms: unix_ms_now(),
+            });
+        }
+    }
+
+    fn open_publication(
+        &mut self,
+        key: PeerKey,
+        library_track_id: String,
+        receiver_id: rtc::rtp_transceiver::RTCRtpReceiverId,
+        ssrc: u32,
+    ) {
+        let publication_key = self.allocate_key();
+        let Some(peer) = self.peers.get_mut(&key) else { return };
+        if peer.direction != Direction::Publish || peer.receivers.contains_key(&library_track_id) {
+            // NOTE: a simulcast publisher opens one receiver stream per
+            // layer; only the first one is forwarded until layers exist.
+            return;
+        }
+        let Some(mut receiver) = peer.pc.rtp_receiver(receiver_id) else { return };
+        let kind = match receiver.track().kind() {
+            RtpCodecKind::Video => TrackKind::Video,
+            _ => TrackKind::Audio,
+        };
+        let leg = leg_parameters(&receiver.get_parameters().rtp_parameters);
+        peer.receivers.insert(library_track_id, publication_key);
+
+        let track_id = format!("tr_{:016x}", rand::random::<u64>());
+        let publication = Publication {
+            track_id,
+            publisher: key,
+            participant_id: peer.participant_id.clone(),
+            is_resident: peer.is_resident,
+            receiver_id,
+            kind,
+            media_ssrc: ssrc,
+            codec: None,
+            leg,
+            throttle: KeyframeThrottle::new(self.config.keyframe_request_interval),
+            bindings: Vec::new(),
+        };
+        if let Some(room) = self.rooms.get_mut(&peer.room) {
+            room.publications.insert(publication_key, publication);
+        }
+    }
+
+    fn close_publication(&mut self, key: PeerKey, library_track_id: &str) {
+        let Some(peer) = self.peers.get_mut(&key) else { return };
+        let Some(publication_key) = peer.receivers.remove(library_track_id) else { return };
+        let room_key = peer.room;
+        self.unpublish(room_key, publication_key);
+        self.bind_free_slots(room_key, Instant::now());
+    }
+
+    fn unpublish(&mut self, room_key: RoomKey, publication_key: PublicationKey) {
+        let Some(room) = self.rooms.get_mut(&room_key) else { return };
+        let Some(publication) = room.publications.remove(&publication_key) else { return };
+        for binding in &publication.bindings {
+            if let Some(slot) = self.peers.get_mut(&binding.peer).and_then(|p| p.slots.get_mut(binding.slot)) {
+                slot.bound = None;
+            }
+        }
+        if publication.codec.is_some() {
+            let _ = self.events.send(MediaEvent::TrackUnpublished {
+                room_id: room.room_id.clone(),
+                participant_id: publication.participant_id.clone(),
+                track_id: publication.track_id.clone(),
+                at_ms: unix_ms_now(),
+            });
+            let tracks = self.metrics.tracks.load(std::sync::atomic::Ordering::Relaxed);
+            Metrics::set(&self.metrics.tracks, tracks.saturating_sub(1));
+        }
+    }
+
+    /// Forwards one packet from a publisher to every bound slot.
+    fn forward(&mut self, publisher: PeerKey, library_track_id: &str, packet: Packet, now: Instant) {
+        let Some(peer) = self.peers.get(&publisher) else { return };
+        let Some(&publication_key) = peer.receivers.get(library_track_id) else { return };
+        let room_key = peer.room;
+        let Some(room) = self.rooms.get_mut(&room_key) else { return };
+        let Some(publication) = room.publications.get_mut(&publication_key) else { return };
+
+        if publication.codec.is_none() {
+            let payload_type = packet.header.payload_type;
+            let Some(codec) = publication.leg.codecs.iter().find(|c| c.payload_type == payload_type) else {
+                return;
+            };
+            publication.codec = Some(codec.mime_type.clone());
+            info!(room_id = %room.room_id, participant_id = %publication.participant_id,
+                track_id = %publication.track_id, codec = %codec.mime_type, "track published");
+            let _ = self.events.send(MediaEvent::TrackPublished {
+                room_id: room.room_id.clone(),
+                participant_id: publication.participant_id.clone(),
+                track_id: publication.track_id.clone(),
+                kind: publication.kind,
+                codec: codec.mime_type.clone(),
+                at_ms: unix_ms_now(),
+            });
+            Metrics::add(&self.metrics.tracks, 1);
+            self.bind_free_slots(room_key, now);
+            // Binding may have changed the room; look the publication up again.
+            self.forward(publisher, library_track_id, packet, now);
+            return;
+        }
+
+        let mut forwarded = 0u64;
+        for binding in &publication.bindings {
+            let Some(subscriber) = self.peers.get_mut(&binding.peer) else { continue };
+            let Some(slot) = subscriber.slots.get_mut(binding.slot) else { continue };
+            let mut copy = packet.clone();
+            if slot.track.rewrite(&mut copy, now) != Rewrite::Forward {
+                continue;
+            }
+            let written = subscriber
+                .pc
+                .rtp_sender(slot.sender_id)
+                .map(|mut sender| sender.write_rtp(now, copy));
+            match written {
+                Some(Ok(())) => forwarded += 1,
+                Some(Err(err)) => debug!(session_id = %subscriber.session_id, error = %err, "write to down-track failed"),
+                None => {}
+            }
+            Self::touch(&mut self.touched, subscriber, binding.peer);
+        }
+        Metrics::add(&self.metrics.rtp_forwarded, forwarded);
+    }
+
+    /// Turns a subscriber's PLI or FIR into a throttled request upstream.
+    fn handle_feedback(
+        &mut self,
+        subscriber: PeerKey,
+        local_track_id: &str,
+        packets: &[Box<dyn rtc::rtcp::Packet>],
+        now: Instant,
+    ) {
+        let wants_keyframe = packets.iter().any(|p| {
+            p.as_any().downcast_ref::<PictureLossIndication>().is_some()
+                || p.as_any().downcast_ref::<FullIntraRequest>().is_some()
+        });
+        if !wants_keyframe {
+            return;
+        }
+        Metrics::add(&self.metrics.keyframe_requests_received, 1);
+        let Some(peer) = self.peers.get(&subscriber) else { return };
+        let Some(publication_key) = peer
+            .slots
+            .iter()
+            .find(|slot| slot.local_track_id == local_track_id)
+            .and_then(|slot| slot.bound)
+        else {
+            return;
+        };
+        let room_key = peer.room;
+        let Self { rooms, peers, touched, metrics, .. } = self;
+        let Some(publication) = rooms.get_mut(&room_key).and_then(|r| r.publications.get_mut(&publication_key)) else {
+            return;
+        };
+        if publication.throttle.request(now) {
+            send_keyframe_request(peers, touched, metrics, publication, now);
+        }
+    }
+
+    /// Asks for a keyframe on every video publication a newly connected
+    /// subscriber receives.
+    fn request_keyframes_for(&mut self, key: PeerKey, now: Instant) {
+        let Some(peer) = self.peers.get(&key) else { return };
+        let bound: Vec<PublicationKey> = peer.slots.iter().filter_map(|s| s.bound).collect();
+        let room_key = peer.room;
+        let Self { rooms, peers, touched, metrics, .. } = self;
+        let Some(room) = rooms.get_mut(&room_key) else { return };
+        for publication_key in bound {
+            if let Some(publication) = room.publications.get_mut(&publication_key) {
+                if publication.kind == TrackKind::Video && publication.throttle.request(now) {
+                    send_keyframe_request(peers, touched, metrics, publication, now);
+                }
+            }
+        }
+    }
+
+    /// Binds every free slot in the room to the best publication of its kind.
+    fn bind_free_slots(&mut self, room_key: RoomKey, now: Instant) {
+        let Self { rooms, peers, touched, metrics, .. } = self;
+        let Some(room) = rooms.get_mut(&room_key) else { return };
+        let mut newly_bound = Vec::new();
+        for &peer_key in &room.peers {
+            let Some(peer) = peers.get_mut(&peer_key) else { continue };
+            for (index, slot) in peer.slots.iter_mut().enumerate() {
+                if slot.bound.is_some() {
+                    continue;
+                }
+                let Some(publication_key) = room.best_publication(slot.kind, &peer.participant_id) else {
+                    continue;
+                };
+                let Some(publication) = room.publications.get_mut(&publication_key) else { continue };
+                slot.track.bind(&publication.leg, &slot.leg);
+                slot.bound = Some(publication_key);
+                publication.bindings.push(Binding { peer: peer_key, slot: index });
+                debug!(room_id = %room.room_id, participant_id = %peer.participant_id,
+                    track_id = %publication.track_id, "down-track bound");
+                if publication.kind == TrackKind::Video && peer.connected {
+                    newly_bound.push(publication_key);
+                }
+            }
+        }
+        // A connected subscriber's new binding needs a keyframe to start.
+        for publication_key in newly_bound {
+            if let Some(publication) = room.publications.get_mut(&publication_key) {
+                if publication.throttle.request(now) {
+                    send_keyframe_request(peers, touched, metrics, publication, now);
+                }
+            }
+        }
+    }
+
+    fn remove_peer(&mut self, key: PeerKey, reason: &str) {
+        let Some(mut peer) = self.peers.remove(&key) else { return };
+        if let Err(err) = peer.pc.close() {
+            debug!(session_id = %peer.session_id, error = %err, "closing peer connection failed");
+        }
+        flush_writes(&self.socket, &self.metrics, &mut peer.pc);
+        self.by_ufrag.remove(&peer.local_ufrag);
+        self.by_session.remove(&peer.session_id);
+        for addr in &peer.addrs {
+            if self.by_addr.get(addr) == Some(&key) {
+                self.by_addr.remove(addr);
+            }
+        }
+        Metrics::set(&self.metrics.peer_connections, self.peers.len() as u64);
+
+        let room_key = peer.room;
+        for publication_key in peer.receivers.values() {
+            self.unpublish(room_key, *publication_key);
+        }
+        let Some(room) = self.rooms.get_mut(&room_key) else { return };
+        room.peers.retain(|k| *k != key);
+        for slot in &peer.slots {
+            if let Some(publication) = slot.bound.and_then(|p| room.publications.get_mut(&p)) {
+                publication.bindings.retain(|b| b.peer != key);
+            }
+        }
+
+        info!(room_id = %room.room_id, participant_id = %peer.participant_id,
+            session_id = %peer.session_id, reason, "session ended");
+        if let Some(presence) = room.presence.get_mut(&peer.participant_id) {
+            presence.sessions = presence.sessions.saturating_sub(1);
+            if presence.sessions == 0 {
+                let joined = presence.joined;
+                room.presence.remove(&peer.participant_id);
+                if joined {
+                    let _ = self.events.send(MediaEvent::ParticipantLeft {
+                        room_id: room.room_id.clone(),
+                        participant_id: peer.participant_id.clone(),
+                        reason: reason.to_owned(),
+                        at_ms: unix_ms_now(),
+                    });
+                }
+            }
+        }
+        self.bind_free_slots(room_key, Instant::now());
+    }
+
+    fn close_room(&mut self, room_id: &str, reason: &str) {
+        let Some(room_key) = self.room_keys.remove(room_id) else { return };
+        let peers: Vec<PeerKey> = self.rooms.get(&room_key).map(|r| r.peers.clone()).unwrap_or_default();
+        for key in peers {
+            self.remove_peer(key, reason);
+        }
+        self.rooms.remove(&room_key);
+        Metrics::set(&self.metrics.rooms, self.rooms.len() as u64);
+        info!(room_id, reason, "room closed on media plane");
+    }
+
+    fn close_all(&mut self, reason: &str) {
+        let room_ids: Vec<String> = self.room_keys.keys().cloned().collect();
+        for room_id in room_ids {
+            self.close_room(&room_id, reason);
+        }
+    }
+}
+
+fn send_keyframe_request(
+    peers: &mut HashMap<PeerKey, Peer>,
+    touched: &mut Vec<PeerKey>,
+    metrics: &Metrics,
+    publication: &Publication,
+    now: Instant,
+) {
+    let Some(publisher) = peers.get_mut(&publication.publisher) else { return };
+    let Some(mut receiver) = publisher.pc.rtp_receiver(publication.receiver_id) else { return };
+    let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: publication.media_ssrc };
+    match receiver.write_rtcp(now, vec![Box::new(pli)]) {
+        Ok(()) => Metrics::add(&metrics.keyframe_requests_sent, 1),
+        Err(err) => debug!(track_id = %publication.track_id, error = %err, "keyframe request failed"),
+    }
+    Worker::touch(touched, publisher, publication.publisher);
+}
+
+fn flush_writes(socket: &UdpSocket, metrics: &Metrics, pc: &mut RTCPeerConnection) {
+    while let Some(message) = pc.poll_write() {
+        match socket.try_send_to(&message.message, message.transport.peer_addr) {
+            Ok(sent) => {
+                Metrics::add(&metrics.datagrams_sent, 1);
+                Metrics::add(&metrics.bytes_sent, sent as u64);
+            }
+            Err(err) => debug!(to = %message.transport.peer_addr, error = %err, "media socket send failed"),
+        }
+    }
+}
+
+fn leg_parameters(parameters: &RTCRtpParameters) -> LegParameters {
+    LegParameters {
+        codecs: parameters
+            .codecs
+            .iter()
+            .map(|codec| NegotiatedCodec {
+                payload_type: codec.payload_type,
+                mime_type: codec.rtp_codec.mime_type.clone(),
+                fmtp: codec.rtp_codec.sdp_fmtp_line.clone(),
+                clock_rate: codec.rtp_codec.clock_rate,
+            })
+            .collect(),
+        extensions: parameters
+            .header_extensions
+            .iter()
+            .filter_map(|extension| {
+                u8::try_from(extension.id)
+                    .ok()
+                    .map(|id| NegotiatedExtension { id, uri: extension.uri.clone() })
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,44 @@
+//! State shared by the signalling handlers.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use vpr_control::JoinTokenSigner;
+use vpr_sfu::MediaHandle;
+
+/// Who owns a live session; DELETE and PATCH must come from them.
+#[derive(Debug, Clone)]
+pub struct SessionOwner {
+    /// Room of the session.
+    pub room_id: String,
+    /// Participant that created it.
+    pub participant_id: String,
+}
+
+/// Handles the signalling endpoints share.
+#[derive(Clone)]
+pub struct SignalState {
+    /// The media plane.
+    pub media: MediaHandle,
+    /// Verifies join tokens.
+    pub signer: Arc<JoinTokenSigner>,
+    /// Live sessions by id.
+    // NOTE: an entry stays until DELETE, also when the media plane ended
+    // the session on its own (connection failed).
+    pub sessions: Arc<DashMap<String, SessionOwner>>,
+    /// Set on SIGTERM: no new sessions, not ready.
+    pub draining: Arc<AtomicBool>,
+}
+
+impl SignalState {
+    /// Creates the state for a media handle and a join-token signer.
+    pub fn new(media: MediaHandle, signer: JoinTokenSigner) -> Self {
+        Self {
+            media,
+            signer: Arc::new(signer),
+            sessions: Arc::new(DashMap::new()),
+            draining: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}

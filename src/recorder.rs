@@ -1,0 +1,70 @@
+//! Writes the media plane's events into the session record.
+
+use tokio::sync::mpsc;
+use tracing::warn;
+use vpr_sfu::MediaEvent;
+use vpr_store::{NewEvent, NewTrack, Store};
+
+/// Consumes media events until the media worker drops its sender.
+pub async fn run(store: Store, mut events: mpsc::UnboundedReceiver<MediaEvent>) {
+    while let Some(event) = events.recv().await {
+        if let Err(err) = record(&store, &event).await {
+            warn!(?event, error = %err, "failed to record media event");
+        }
+    }
+}
+
+async fn record(store: &Store, event: &MediaEvent) -> Result<(), vpr_store::StoreError> {
+    match event {
+        MediaEvent::ParticipantJoined { room_id, participant_id, at_ms } => {
+            store.participant_joined(participant_id, *at_ms).await?;
+            append(store, room_id, "participant_joined", Some(participant_id), None, String::new(), *at_ms).await
+        }
+        MediaEvent::ParticipantLeft { room_id, participant_id, reason, at_ms } => {
+            store.participant_left(participant_id, reason, *at_ms).await?;
+            let detail = serde_json::json!({ "reason": reason }).to_string();
+            append(store, room_id, "participant_left", Some(participant_id), None, detail, *at_ms).await
+        }
+        MediaEvent::TrackPublished { room_id, participant_id, track_id, kind, codec, at_ms } => {
+            store
+                .track_published(NewTrack {
+                    track_id: track_id.clone(),
+                    room_id: room_id.clone(),
+                    participant_id: participant_id.clone(),
+                    kind: kind.as_str().to_owned(),
+                    codec: codec.clone(),
+                    published_at_ms: *at_ms,
+                })
+                .await?;
+            let detail = serde_json::json!({ "kind": kind.as_str(), "codec": codec }).to_string();
+            append(store, room_id, "track_published", Some(participant_id), Some(track_id), detail, *at_ms).await
+        }
+        MediaEvent::TrackUnpublished { room_id, participant_id, track_id, at_ms } => {
+            store.track_unpublished(track_id, *at_ms).await?;
+            append(store, room_id, "track_unpublished", Some(participant_id), Some(track_id), String::new(), *at_ms)
+                .await
+        }
+    }
+}
+
+async fn append(
+    store: &Store,
+    room_id: &str,
+    kind: &str,
+    participant_id: Option<&String>,
+    track_id: Option<&String>,
+    detail: String,
+    at_ms: i64,
+) -> Result<(), vpr_store::StoreError> {
+    store
+        .append_event(NewEvent {
+            room_id: room_id.to_owned(),
+            kind: kind.to_owned(),
+            participant_id: participant_id.cloned(),
+            track_id: track_id.cloned(),
+            detail,
+            at_ms,
+        })
+        .await
+        .map(|_| ())
+}
