@@ -24,9 +24,10 @@ use std::time::Instant;
 
 const MIME_TYPE_RTX: &str = "video/rtx";
 
-/// Header extensions forwarded between legs, besides those the default
-/// interceptors register (mid, rid, repaired rid, transport-cc).
-const FORWARDED_EXTENSIONS: &[(&str, RtpCodecKind)] = &[
+/// Header extensions negotiated besides those the default interceptors
+/// register (mid, rid and repaired rid for video; transport-cc).
+const EXTRA_EXTENSIONS: &[(&str, RtpCodecKind)] = &[
+    ("urn:ietf:params:rtp-hdrext:sdes:mid", RtpCodecKind::Audio),
     ("urn:ietf:params:rtp-hdrext:ssrc-audio-level", RtpCodecKind::Audio),
     ("urn:3gpp:video-orientation", RtpCodecKind::Video),
     ("http://www.webrtc.org/experiments/rtp-hdrext/abs-capture-time", RtpCodecKind::Video),
@@ -88,7 +89,7 @@ pub fn media_setup() -> Result<(MediaEngine, Registry), Error> {
         )?;
     }
 
-    for &(uri, kind) in FORWARDED_EXTENSIONS {
+    for &(uri, kind) in EXTRA_EXTENSIONS {
         engine.register_header_extension(
             RTCRtpHeaderExtensionCapability { uri: uri.to_owned() },
             kind,

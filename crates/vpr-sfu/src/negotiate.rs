@@ -25,7 +25,7 @@ use crate::codecs::media_setup;
 use crate::config::MediaConfig;
 use crate::error::MediaError;
 use crate::events::TrackKind;
-use crate::offer::OfferSummary;
+use crate::offer::{bundle_lone_section, unbundle_answer, OfferSummary};
 
 /// Whether a session sends media into the room or receives it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,7 +122,7 @@ pub fn negotiate(
         }
     }
 
-    let offer = RTCSessionDescription::offer(offer_sdp.to_owned())?;
+    let offer = RTCSessionDescription::offer(bundle_lone_section(offer_sdp, summary))?;
     pc.set_remote_description(now, offer)?;
 
     let announced = if config.announced_ips.is_empty() {
@@ -149,7 +149,7 @@ pub fn negotiate(
     pc.set_local_description(now, answer)?;
     let answer_sdp = pc
         .local_description()
-        .map(|description| description.sdp)
+        .map(|description| unbundle_answer(&description.sdp, summary))
         .ok_or_else(|| MediaError::Negotiation("no local description after answering".into()))?;
 
     Ok(Negotiated { pc, answer_sdp, local_ufrag, slots })

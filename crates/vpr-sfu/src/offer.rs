@@ -53,6 +53,8 @@ pub enum OfferError {
 pub struct OfferSummary {
     /// One entry per audio or video m-section: true for video.
     pub sections_are_video: Vec<bool>,
+    /// The mid of a lone m-section offered without a BUNDLE group.
+    pub unbundled_mid: Option<String>,
 }
 
 impl OfferSummary {
@@ -84,6 +86,16 @@ pub fn check_offer(sdp: &str) -> Result<OfferSummary, OfferError> {
     if sections_are_video.is_empty() {
         return Err(OfferError::NoMedia);
     }
+
+    let has_bundle_group = description
+        .attributes
+        .iter()
+        .any(|a| a.key == "group" && a.value.as_deref().is_some_and(|v| v.starts_with("BUNDLE")));
+    let unbundled_mid = if media.len() == 1 && !has_bundle_group {
+        media[0].attribute("mid").flatten().map(str::to_owned)
+    } else {
+        None
+    };
 
     if media.len() > 1 {
         let mids: Vec<&str> = media
@@ -137,7 +149,33 @@ pub fn check_offer(sdp: &str) -> Result<OfferSummary, OfferError> {
         }
     }
 
-    Ok(OfferSummary { sections_are_video })
+    Ok(OfferSummary { sections_are_video, unbundled_mid })
+}
+
+/// Adapts a lone unbundled m-section to the library, which answers every
+/// section outside a BUNDLE group with port 0: the offer gets a BUNDLE
+/// group naming that one mid. Returns the offer to give the library.
+pub fn bundle_lone_section(sdp: &str, summary: &OfferSummary) -> String {
+    let Some(mid) = &summary.unbundled_mid else {
+        return sdp.to_owned();
+    };
+    let Some(media_start) = sdp.find("\nm=") else {
+        return sdp.to_owned();
+    };
+    let (session, media) = sdp.split_at(media_start + 1);
+    format!("{session}a=group:BUNDLE {mid}\r\n{media}")
+}
+
+/// Removes the BUNDLE group the library wrote into an answer to an offer
+/// that had none, so the answer mirrors the offer.
+pub fn unbundle_answer(answer: &str, summary: &OfferSummary) -> String {
+    if summary.unbundled_mid.is_none() {
+        return answer.to_owned();
+    }
+    answer
+        .split_inclusive('\n')
+        .filter(|line| !line.starts_with("a=group:BUNDLE"))
+        .collect()
 }
 
 #[cfg(test)]
@@ -171,6 +209,18 @@ m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\n{video_ext}a=rt
         let sdp = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
 m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=rtpmap:96 VP8/90000\r\n";
         assert!(check_offer(sdp).is_ok());
+    }
+
+    #[test]
+    fn lone_section_gets_and_loses_bundle_group() {
+        let sdp = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:v\r\na=rtpmap:96 VP8/90000\r\n";
+        let summary = check_offer(sdp).expect("valid offer");
+        assert_eq!(summary.unbundled_mid.as_deref(), Some("v"));
+        let adapted = bundle_lone_section(sdp, &summary);
+        assert!(adapted.contains("t=0 0\r\na=group:BUNDLE v\r\nm=video"), "{adapted}");
+        let answer = "v=0\r\na=group:BUNDLE v\r\nm=video 9 UDP\r\n";
+        assert_eq!(unbundle_answer(answer, &summary), "v=0\r\nm=video 9 UDP\r\n");
     }
 
     #[test]
