@@ -165,8 +165,12 @@ impl Config {
         Ok(config)
     }
 
-    /// Applies VPR_JOIN_TOKEN_SECRET and VPR_API_KEYS ("id:secret,...").
+    /// Applies VPR_JOIN_TOKEN_SECRET, VPR_API_KEYS ("id:secret,...") and
+    /// VPR_STORE_URL.
     pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        if let Some(url) = var("VPR_STORE_URL") {
+            self.store.url = url;
+        }
         if let Some(secret) = var("VPR_JOIN_TOKEN_SECRET") {
             self.auth.join_token_secret = secret;
         }
