@@ -262,6 +262,11 @@ impl DownTrack {
             header.extension = false;
             header.extension_profile = 0;
             header.extensions_padding = 0;
+        } else {
+            // The marshalled size counts this padding, so it must match the
+            // extensions that remain.
+            let length = header.get_extension_payload_len();
+            header.extensions_padding = (4 - length % 4) % 4;
         }
     }
 }
@@ -305,6 +310,7 @@ fn h264_identity(fmtp: &str) -> (String, String) {
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use rtc::shared::marshal::{Marshal, MarshalSize, Unmarshal};
     use std::time::Duration;
 
     const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
@@ -393,6 +399,32 @@ mod tests {
         assert_eq!(key.header.extensions.len(), 1);
         assert_eq!(key.header.extensions[0].id, 9);
         assert_eq!(key.header.extensions[0].payload, Bytes::from_static(b"0"));
+
+        let marshalled = key.marshal().expect("rewritten packet marshals");
+        assert_eq!(marshalled.len(), key.marshal_size());
+    }
+
+    #[test]
+    fn dropped_extensions_keep_marshal_size_consistent() {
+        let (publisher, subscriber) = legs();
+        let mut track = DownTrack::new(42, true);
+        track.bind(&publisher, &subscriber);
+        // Parse a packet as it arrives, so the padding is what unmarshal set.
+        let mut original = packet(1, 0, true);
+        original.header.extension = true;
+        original.header.extension_profile = 0xBEDE;
+        original.header.set_extension(3, Bytes::from_static(&[0, 1])).unwrap();
+        original.header.set_extension(4, Bytes::from_static(b"0")).unwrap();
+        original.header.set_extension(1, Bytes::from_static(&[0x80])).unwrap();
+        let wire = original.marshal().expect("original marshals");
+        let mut parsed = Packet::unmarshal(&mut wire.clone()).expect("parses");
+
+        assert_eq!(track.rewrite(&mut parsed, Instant::now()), Rewrite::Forward);
+        let marshalled = parsed.marshal().expect("rewritten packet marshals");
+        assert_eq!(marshalled.len(), parsed.marshal_size());
+        let reparsed = Packet::unmarshal(&mut marshalled.clone()).expect("reparses");
+        assert_eq!(reparsed.header.extensions.len(), 1);
+        assert_eq!(reparsed.payload, parsed.payload);
     }
 
     #[test]
