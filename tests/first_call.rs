@@ -176,12 +176,12 @@ async fn first_call_officer_receives_resident() {
         .find(|track| track.kind == "video")
         .expect("no video track recorded");
     assert!(
-        audio.codec.eq_ignore_ascii_case("opus"),
+        audio.codec.eq_ignore_ascii_case("audio/opus"),
         "audio codec {:?}",
         audio.codec
     );
     assert!(
-        video.codec.eq_ignore_ascii_case("vp8"),
+        video.codec.eq_ignore_ascii_case("video/VP8"),
         "video codec {:?}",
         video.codec
     );
