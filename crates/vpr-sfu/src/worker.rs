@@ -575,6 +575,12 @@ impl Worker {
         let mut forwarded = 0u64;
         for binding in &publication.bindings {
             let Some(subscriber) = self.peers.get_mut(&binding.peer) else { continue };
+            if !subscriber.connected {
+                // Packets written before DTLS is up are lost, and the
+                // down-track would start on a keyframe the subscriber
+                // never sees. It starts at the keyframe requested on connect.
+                continue;
+            }
             let Some(slot) = subscriber.slots.get_mut(binding.slot) else { continue };
             let mut copy = packet.clone();
             if slot.track.rewrite(&mut copy, now) != Rewrite::Forward {

@@ -1,0 +1,108 @@
+//! `vpr-bench`: WHIP/WHEP clients for trying a VPR server from a terminal.
+//!
+//! `publish` sends the test clip as a resident's phone would; `subscribe`
+//! receives a room as an officer's browser would and prints what arrives
+//! each second. Both bind 127.0.0.1 only. Load scenarios build on these
+//! clients.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use vpr_bench::client::{PublisherMedia, WhepSubscriber, WhipPublisher};
+
+#[derive(Parser)]
+#[command(name = "vpr-bench", about = "WHIP/WHEP clients for VPR (loopback only)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Publish the VP8/Opus test clip over WHIP, looping.
+    Publish {
+        /// WHIP URL from AdmitParticipant.
+        #[arg(long)]
+        whip: String,
+        /// Join token from AdmitParticipant.
+        #[arg(long)]
+        token: String,
+        /// VP8 video in an IVF file.
+        #[arg(long, default_value = "tests/media/clip.ivf")]
+        video: PathBuf,
+        /// Opus audio in an Ogg file.
+        #[arg(long, default_value = "tests/media/clip.ogg")]
+        audio: PathBuf,
+        /// How long to publish, in seconds.
+        #[arg(long, default_value_t = 60)]
+        duration_s: u64,
+    },
+    /// Receive the room over WHEP and print frames and packets per second.
+    Subscribe {
+        /// WHEP URL from AdmitParticipant.
+        #[arg(long)]
+        whep: String,
+        /// Join token from AdmitParticipant.
+        #[arg(long)]
+        token: String,
+        /// How long to receive, in seconds.
+        #[arg(long, default_value_t = 60)]
+        duration_s: u64,
+    },
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+
+    match Cli::parse().command {
+        Command::Publish { whip, token, video, audio, duration_s } => {
+            let started = Instant::now();
+            let publisher = WhipPublisher::start(&whip, &token, PublisherMedia::looping(video, audio)).await?;
+            let connected = publisher.wait_connected(CONNECT_TIMEOUT).await?;
+            println!("connected after {:?}; publishing for {duration_s} s", connected - started);
+            tick(duration_s, || println!("{:?}", publisher.stats())).await;
+            let stats = publisher.stop().await?;
+            println!("done: {stats:?}");
+        }
+        Command::Subscribe { whep, token, duration_s } => {
+            let started = Instant::now();
+            let subscriber = WhepSubscriber::start(&whep, &token).await?;
+            let connected = subscriber.wait_connected(CONNECT_TIMEOUT).await?;
+            println!("connected after {:?}; receiving for {duration_s} s", connected - started);
+            tick(duration_s, || {
+                let stats = subscriber.stats();
+                println!(
+                    "video frames {} (keyframes {}, sequence gaps {}), audio packets {}",
+                    stats.video.frames, stats.video.keyframes, stats.video.sequence_gaps, stats.audio.packets
+                );
+            })
+            .await;
+            let stats = subscriber.stop().await?;
+            println!("done: {stats:?}");
+        }
+    }
+    Ok(())
+}
+
+/// Calls `report` once a second for `duration_s` seconds or until Ctrl-C.
+async fn tick(duration_s: u64, mut report: impl FnMut()) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(duration_s);
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    interval.tick().await;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = interval.tick() => report(),
+        }
+    }
+}
