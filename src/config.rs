@@ -75,7 +75,7 @@ impl Default for MediaSection {
 }
 
 impl MediaSection {
-    /// The media plane's own settings.
+    /// Converts this section to the media plane's settings.
     pub fn to_media_config(&self) -> vpr_sfu::MediaConfig {
         vpr_sfu::MediaConfig {
             udp_listen: self.udp_listen,

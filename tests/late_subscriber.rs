@@ -1,5 +1,5 @@
 //! An officer who joins mid-call starts on a keyframe: the down-track waits
-//! for one and the server asks the publisher for it.
+//! for one, and the server requests one from the publisher.
 
 mod common;
 

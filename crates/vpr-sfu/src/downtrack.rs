@@ -39,7 +39,7 @@ pub struct NegotiatedExtension {
     pub uri: String,
 }
 
-/// What one side of the forwarding path negotiated for a track.
+/// Parameters one side of the forwarding path negotiated for a track.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LegParameters {
     /// Codecs in the order negotiated.
@@ -125,7 +125,7 @@ impl DownTrack {
         self
     }
 
-    /// The SSRC this down-track sends on.
+    /// Returns the SSRC this down-track sends on.
     pub fn ssrc(&self) -> u32 {
         self.ssrc
     }

@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use vpr_control::TokenError;
 use vpr_sfu::MediaError;
 
-/// Why a signalling request failed. Each variant maps to one HTTP status.
+/// Failure of a signalling request. Each variant maps to one HTTP status.
 #[derive(Debug, thiserror::Error)]
 pub enum SignalError {
     /// No usable join token: missing, malformed, badly signed or expired.
@@ -19,7 +19,7 @@ pub enum SignalError {
     RoleNotAllowed {
         /// Role named by the token.
         role: &'static str,
-        /// What was attempted.
+        /// The attempted action.
         action: &'static str,
     },
     /// The session exists but belongs to another participant.

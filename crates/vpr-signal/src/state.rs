@@ -7,7 +7,7 @@ use dashmap::DashMap;
 use vpr_control::JoinTokenSigner;
 use vpr_sfu::MediaHandle;
 
-/// Who owns a live session; DELETE and PATCH must come from them.
+/// Owner of a live session. DELETE and PATCH must come from this participant.
 #[derive(Debug, Clone)]
 pub struct SessionOwner {
     /// Room of the session.
