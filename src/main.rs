@@ -44,6 +44,10 @@ impl MediaRooms for MediaRoomsAdapter {
     }
 }
 
+/// Log filter when RUST_LOG is unset. The DTLS library warns once per peer
+/// connection that it has no server name, which says nothing to an operator.
+const DEFAULT_LOG_FILTER: &str = "info,rtc_dtls::config=error";
+
 fn now_ms() -> i64 {
     vpr_sfu::events::unix_ms_now()
 }
@@ -53,7 +57,7 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
         .init();
 
