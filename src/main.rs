@@ -42,6 +42,18 @@ impl MediaRooms for MediaRoomsAdapter {
     fn close_room(&self, room_id: &str, reason: &str) {
         self.0.close_room(room_id, reason);
     }
+
+    fn remove_participant(&self, room_id: &str, participant_id: &str, reason: &str) {
+        self.0.remove_participant(room_id, participant_id, reason);
+    }
+
+    fn set_track_muted(&self, room_id: &str, track_id: &str, muted: bool) {
+        self.0.set_track_muted(room_id, track_id, muted);
+    }
+
+    fn set_permissions(&self, room_id: &str, participant_id: &str, can_publish: bool, can_subscribe: bool) {
+        self.0.set_permissions(room_id, participant_id, can_publish, can_subscribe);
+    }
 }
 
 /// Log filter when RUST_LOG is unset. The DTLS library warns once per peer

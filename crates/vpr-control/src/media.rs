@@ -1,6 +1,6 @@
 //! Interface of the media plane (the SFU) that the control plane calls.
 
-/// Opens and closes rooms in the media plane (the SFU). Calls are
+/// Rooms, participants and tracks in the media plane (the SFU). Calls are
 /// synchronous and must not block: an implementation hands the work to its
 /// own tasks.
 pub trait MediaRooms: Send + Sync + 'static {
@@ -9,4 +9,16 @@ pub trait MediaRooms: Send + Sync + 'static {
 
     /// Disconnects every peer connection in the room.
     fn close_room(&self, room_id: &str, reason: &str);
+
+    /// Disconnects every peer connection of one participant.
+    fn remove_participant(&self, room_id: &str, participant_id: &str, reason: &str);
+
+    /// Stops (`muted`) or resumes forwarding one published track to every
+    /// subscriber.
+    fn set_track_muted(&self, room_id: &str, track_id: &str, muted: bool);
+
+    /// Applies new permissions to a participant's live sessions: revoking
+    /// publish ends its publishing sessions, revoking subscribe ends its
+    /// receiving sessions.
+    fn set_permissions(&self, room_id: &str, participant_id: &str, can_publish: bool, can_subscribe: bool);
 }

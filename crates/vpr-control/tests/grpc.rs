@@ -33,6 +33,22 @@ enum MediaCall {
         room_id: String,
         reason: String,
     },
+    RemoveParticipant {
+        room_id: String,
+        participant_id: String,
+        reason: String,
+    },
+    MuteTrack {
+        room_id: String,
+        track_id: String,
+        muted: bool,
+    },
+    Permissions {
+        room_id: String,
+        participant_id: String,
+        can_publish: bool,
+        can_subscribe: bool,
+    },
 }
 
 #[derive(Default)]
@@ -52,6 +68,31 @@ impl MediaRooms for RecordingMedia {
         self.calls.lock().unwrap().push(MediaCall::Close {
             room_id: room_id.to_owned(),
             reason: reason.to_owned(),
+        });
+    }
+
+    fn remove_participant(&self, room_id: &str, participant_id: &str, reason: &str) {
+        self.calls.lock().unwrap().push(MediaCall::RemoveParticipant {
+            room_id: room_id.to_owned(),
+            participant_id: participant_id.to_owned(),
+            reason: reason.to_owned(),
+        });
+    }
+
+    fn set_track_muted(&self, room_id: &str, track_id: &str, muted: bool) {
+        self.calls.lock().unwrap().push(MediaCall::MuteTrack {
+            room_id: room_id.to_owned(),
+            track_id: track_id.to_owned(),
+            muted,
+        });
+    }
+
+    fn set_permissions(&self, room_id: &str, participant_id: &str, can_publish: bool, can_subscribe: bool) {
+        self.calls.lock().unwrap().push(MediaCall::Permissions {
+            room_id: room_id.to_owned(),
+            participant_id: participant_id.to_owned(),
+            can_publish,
+            can_subscribe,
         });
     }
 }

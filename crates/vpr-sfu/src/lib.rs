@@ -119,6 +119,36 @@ impl MediaHandle {
         });
     }
 
+    /// Ends every session of one participant with `reason`.
+    pub fn remove_participant(&self, room_id: &str, participant_id: &str, reason: &str) {
+        let _ = self.commands.send(Command::RemoveParticipant {
+            room_id: room_id.to_owned(),
+            participant_id: participant_id.to_owned(),
+            reason: reason.to_owned(),
+        });
+    }
+
+    /// Stops or resumes forwarding one published track; video resumes on a
+    /// keyframe.
+    pub fn set_track_muted(&self, room_id: &str, track_id: &str, muted: bool) {
+        let _ = self.commands.send(Command::SetTrackMuted {
+            room_id: room_id.to_owned(),
+            track_id: track_id.to_owned(),
+            muted,
+        });
+    }
+
+    /// Ends a participant's publishing sessions when `can_publish` is false
+    /// and its receiving sessions when `can_subscribe` is false.
+    pub fn set_permissions(&self, room_id: &str, participant_id: &str, can_publish: bool, can_subscribe: bool) {
+        let _ = self.commands.send(Command::RevokeDirections {
+            room_id: room_id.to_owned(),
+            participant_id: participant_id.to_owned(),
+            publish: !can_publish,
+            subscribe: !can_subscribe,
+        });
+    }
+
     /// Returns true when the room is open on this server.
     pub fn is_room_open(&self, room_id: &str) -> bool {
         self.open_rooms.lock().expect("room set lock").contains(room_id)

@@ -40,6 +40,8 @@ pub(crate) struct Publication {
     pub leg: LegParameters,
     pub throttle: KeyframeThrottle,
     pub bindings: Vec<Binding>,
+    /// Set by the control plane: nothing is forwarded while muted.
+    pub muted: bool,
 }
 
 /// One sender of a subscribing session.

@@ -59,6 +59,10 @@ pub(crate) enum Command {
     CloseRoom { room_id: String, reason: String },
     AddSession { setup: Box<SessionSetup>, reply: oneshot::Sender<Result<(), MediaError>> },
     EndSession { session_id: String, reason: String, reply: oneshot::Sender<bool> },
+    RemoveParticipant { room_id: String, participant_id: String, reason: String },
+    SetTrackMuted { room_id: String, track_id: String, muted: bool },
+    /// Ends the participant's sessions of each direction it may no longer use.
+    RevokeDirections { room_id: String, participant_id: String, publish: bool, subscribe: bool },
     Shutdown { reason: String, reply: oneshot::Sender<()> },
 }
 
@@ -206,7 +210,66 @@ impl Worker {
                 };
                 let _ = reply.send(found);
             }
+            Command::RemoveParticipant { room_id, participant_id, reason } => {
+                self.end_participant_sessions(&room_id, &participant_id, None, &reason);
+            }
+            Command::SetTrackMuted { room_id, track_id, muted } => self.set_track_muted(&room_id, &track_id, muted),
+            Command::RevokeDirections { room_id, participant_id, publish, subscribe } => {
+                if publish {
+                    self.end_participant_sessions(&room_id, &participant_id, Some(Direction::Publish), "publish permission revoked");
+                }
+                if subscribe {
+                    self.end_participant_sessions(&room_id, &participant_id, Some(Direction::Subscribe), "subscribe permission revoked");
+                }
+            }
             Command::Shutdown { .. } => {}
+        }
+    }
+
+    /// Ends a participant's sessions, of one direction or all.
+    fn end_participant_sessions(&mut self, room_id: &str, participant_id: &str, direction: Option<Direction>, reason: &str) {
+        let Some(room) = self.room_keys.get(room_id).and_then(|key| self.rooms.get(key)) else { return };
+        let keys: Vec<PeerKey> = room
+            .peers
+            .iter()
+            .copied()
+            .filter(|key| {
+                self.peers.get(key).is_some_and(|peer| {
+                    peer.participant_id == participant_id && direction.is_none_or(|d| d == peer.direction)
+                })
+            })
+            .collect();
+        for key in keys {
+            self.remove_peer(key, reason);
+        }
+    }
+
+    fn set_track_muted(&mut self, room_id: &str, track_id: &str, muted: bool) {
+        let now = Instant::now();
+        let Some(&room_key) = self.room_keys.get(room_id) else { return };
+        let Self { rooms, peers, touched, metrics, .. } = self;
+        let Some(room) = rooms.get_mut(&room_key) else { return };
+        let Some(publication) = room.publications.values_mut().find(|p| p.track_id == track_id) else {
+            debug!(room_id, track_id, "mute request for a track that is not published");
+            return;
+        };
+        if publication.muted == muted {
+            return;
+        }
+        publication.muted = muted;
+        info!(room_id, track_id, muted, "track mute changed");
+        if muted {
+            return;
+        }
+        // Resume on a keyframe: rebinding makes each down-track wait for one
+        // while its numbering continues.
+        for binding in &publication.bindings {
+            if let Some(slot) = peers.get_mut(&binding.peer).and_then(|p| p.slots.get_mut(binding.slot)) {
+                slot.track.bind(&publication.leg, &slot.leg);
+            }
+        }
+        if publication.kind == TrackKind::Video && publication.throttle.request(now) {
+            send_keyframe_request(peers, touched, metrics, publication, now);
         }
     }
 
@@ -507,6 +570,7 @@ impl Worker {
             leg,
             throttle: KeyframeThrottle::new(self.config.keyframe_request_interval),
             bindings: Vec::new(),
+            muted: false,
         };
         if let Some(room) = self.rooms.get_mut(&peer.room) {
             room.publications.insert(publication_key, publication);
@@ -549,6 +613,9 @@ impl Worker {
         let Some(room) = self.rooms.get_mut(&room_key) else { return };
         let Some(publication) = room.publications.get_mut(&publication_key) else { return };
 
+        if publication.muted {
+            return;
+        }
         if publication.codec.is_none() {
             let payload_type = packet.header.payload_type;
             let Some(codec) = publication.leg.codecs.iter().find(|c| c.payload_type == payload_type) else {
