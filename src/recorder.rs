@@ -25,6 +25,10 @@ async fn record(store: &Store, event: &MediaEvent) -> Result<(), vpr_store::Stor
             let detail = serde_json::json!({ "reason": reason }).to_string();
             append(store, room_id, "participant_left", Some(participant_id), None, detail, *at_ms).await
         }
+        MediaEvent::SessionReplaced { room_id, participant_id, at_ms } => {
+            let detail = serde_json::json!({ "reason": "replaced by a new connection" }).to_string();
+            append(store, room_id, "participant_reconnected", Some(participant_id), None, detail, *at_ms).await
+        }
         MediaEvent::TrackPublished { room_id, participant_id, track_id, kind, codec, at_ms } => {
             store
                 .track_published(NewTrack {

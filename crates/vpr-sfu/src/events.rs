@@ -45,6 +45,16 @@ pub enum MediaEvent {
         /// When it happened.
         at_ms: i64,
     },
+    /// A new connection of the participant replaced an older one in the
+    /// same direction; the participant stays in the room.
+    SessionReplaced {
+        /// Room id.
+        room_id: String,
+        /// Participant id.
+        participant_id: String,
+        /// When it happened.
+        at_ms: i64,
+    },
     /// The first packet of a published track arrived.
     TrackPublished {
         /// Room id.

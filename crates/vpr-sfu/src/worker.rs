@@ -330,8 +330,30 @@ impl Worker {
         Metrics::set(&self.metrics.peer_connections, self.peers.len() as u64);
 
         let room = self.rooms.get_mut(&room_key).expect("room key maps to a room");
+        // A participant that connects again in the same direction (a page
+        // reload, a network change) replaces its old connection.
+        let replaced: Vec<PeerKey> = room
+            .peers
+            .iter()
+            .copied()
+            .filter(|k| {
+                self.peers
+                    .get(k)
+                    .is_some_and(|p| p.participant_id == participant_id && p.direction == direction)
+            })
+            .collect();
         room.peers.push(key);
-        room.presence.entry(participant_id).or_insert_with(Presence::default).sessions += 1;
+        room.presence.entry(participant_id.clone()).or_insert_with(Presence::default).sessions += 1;
+        let room_id = room.room_id.clone();
+
+        for old in replaced {
+            self.remove_peer(old, "replaced by a new connection");
+            let _ = self.events.send(MediaEvent::SessionReplaced {
+                room_id: room_id.clone(),
+                participant_id: participant_id.clone(),
+                at_ms: unix_ms_now(),
+            });
+        }
         self.bind_free_slots(room_key, Instant::now());
         Ok(())
     }
