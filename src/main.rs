@@ -86,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
     if !restarted.is_empty() {
         warn!(rooms = restarted.len(), "closed sessions left open by a previous run");
     }
+    record_room_closed(&store, &restarted, "server restart").await;
 
     let (event_sender, event_receiver) = mpsc::unbounded_channel();
     let (media, media_task) = MediaHandle::start(config.media.to_media_config(), event_sender)
@@ -153,6 +154,7 @@ async fn main() -> anyhow::Result<()> {
     // event is written.
     let _ = recorder_task.await;
     let closed = store.close_all_open("server shutdown", now_ms()).await?;
+    record_room_closed(&store, &closed, "server shutdown").await;
     info!(rooms = closed.len(), "open sessions recorded as ended");
 
     let _ = stop_sender.send(true);
@@ -161,6 +163,23 @@ async fn main() -> anyhow::Result<()> {
     store.close().await;
     info!("vpr-server stopped");
     Ok(())
+}
+
+/// Appends a room_closed event for each room the server closed itself.
+async fn record_room_closed(store: &Store, room_ids: &[String], reason: &str) {
+    for room_id in room_ids {
+        let event = vpr_store::NewEvent {
+            room_id: room_id.clone(),
+            kind: "room_closed".to_owned(),
+            participant_id: None,
+            track_id: None,
+            detail: serde_json::json!({ "reason": reason }).to_string(),
+            at_ms: now_ms(),
+        };
+        if let Err(err) = store.append_event(event).await {
+            warn!(room_id = %room_id, error = %err, "failed to record room_closed event");
+        }
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

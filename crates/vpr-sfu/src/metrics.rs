@@ -18,6 +18,12 @@ pub struct Metrics {
     pub datagrams_sent: AtomicU64,
     /// Bytes sent from the media port.
     pub bytes_sent: AtomicU64,
+    /// RTP packets received from publishers.
+    pub rtp_received: AtomicU64,
+    /// NACK packets received from subscribers.
+    pub nacks_received: AtomicU64,
+    /// Participants with at least one live session.
+    pub participants: AtomicU64,
     /// RTP packets forwarded to down-tracks.
     pub rtp_forwarded: AtomicU64,
     /// Keyframe requests (PLI/FIR) received from subscribers.
@@ -45,7 +51,10 @@ impl Metrics {
 
     /// Renders every metric in the Prometheus text exposition format.
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 11] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 14] = [
+            ("vpr_rtp_received_total", "counter", "RTP packets received from publishers.", &self.rtp_received),
+            ("vpr_nacks_received_total", "counter", "NACK packets received from subscribers.", &self.nacks_received),
+            ("vpr_participants", "gauge", "Participants with at least one live session.", &self.participants),
             ("vpr_udp_datagrams_received_total", "counter", "Datagrams received on the media port.", &self.datagrams_received),
             ("vpr_udp_datagrams_dropped_total", "counter", "Datagrams dropped as malformed, truncated or from an unknown address.", &self.datagrams_dropped),
             ("vpr_udp_bytes_received_total", "counter", "Bytes received on the media port.", &self.bytes_received),

@@ -20,6 +20,7 @@ use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp::packet::Packet;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpParameters, RtpCodecKind};
 use rtc::sansio::Protocol;
@@ -345,6 +346,7 @@ impl Worker {
         room.peers.push(key);
         room.presence.entry(participant_id.clone()).or_insert_with(Presence::default).sessions += 1;
         let room_id = room.room_id.clone();
+        self.update_participant_gauge();
 
         for old in replaced {
             self.remove_peer(old, "replaced by a new connection");
@@ -629,35 +631,50 @@ impl Worker {
 
     /// Forwards one packet from a publisher to every bound slot.
     fn forward(&mut self, publisher: PeerKey, library_track_id: &str, packet: Packet, now: Instant) {
+        Metrics::add(&self.metrics.rtp_received, 1);
         let Some(peer) = self.peers.get(&publisher) else { return };
         let Some(&publication_key) = peer.receivers.get(library_track_id) else { return };
         let room_key = peer.room;
+
+        let newly_published = self.learn_codec(room_key, publication_key, packet.header.payload_type);
+        if newly_published {
+            self.bind_free_slots(room_key, now);
+        }
+        self.forward_to_bindings(room_key, publication_key, packet, now);
+    }
+
+    /// Records the publication's codec from its first packet and reports
+    /// the track as published; returns true when that happened now.
+    fn learn_codec(&mut self, room_key: RoomKey, publication_key: PublicationKey, payload_type: u8) -> bool {
+        let Some(room) = self.rooms.get_mut(&room_key) else { return false };
+        let Some(publication) = room.publications.get_mut(&publication_key) else { return false };
+        if publication.codec.is_some() {
+            return false;
+        }
+        let Some(codec) = publication.leg.codecs.iter().find(|c| c.payload_type == payload_type) else {
+            return false;
+        };
+        publication.codec = Some(codec.mime_type.clone());
+        info!(room_id = %room.room_id, participant_id = %publication.participant_id,
+            track_id = %publication.track_id, codec = %codec.mime_type, "track published");
+        let _ = self.events.send(MediaEvent::TrackPublished {
+            room_id: room.room_id.clone(),
+            participant_id: publication.participant_id.clone(),
+            track_id: publication.track_id.clone(),
+            kind: publication.kind,
+            codec: codec.mime_type.clone(),
+            at_ms: unix_ms_now(),
+        });
+        Metrics::add(&self.metrics.tracks, 1);
+        true
+    }
+
+    /// Rewrites one packet for every connected subscriber bound to the
+    /// publication and writes it to their down-tracks.
+    fn forward_to_bindings(&mut self, room_key: RoomKey, publication_key: PublicationKey, packet: Packet, now: Instant) {
         let Some(room) = self.rooms.get_mut(&room_key) else { return };
         let Some(publication) = room.publications.get_mut(&publication_key) else { return };
-
-        if publication.muted {
-            return;
-        }
-        if publication.codec.is_none() {
-            let payload_type = packet.header.payload_type;
-            let Some(codec) = publication.leg.codecs.iter().find(|c| c.payload_type == payload_type) else {
-                return;
-            };
-            publication.codec = Some(codec.mime_type.clone());
-            info!(room_id = %room.room_id, participant_id = %publication.participant_id,
-                track_id = %publication.track_id, codec = %codec.mime_type, "track published");
-            let _ = self.events.send(MediaEvent::TrackPublished {
-                room_id: room.room_id.clone(),
-                participant_id: publication.participant_id.clone(),
-                track_id: publication.track_id.clone(),
-                kind: publication.kind,
-                codec: codec.mime_type.clone(),
-                at_ms: unix_ms_now(),
-            });
-            Metrics::add(&self.metrics.tracks, 1);
-            self.bind_free_slots(room_key, now);
-            // Binding may have changed the room; look the publication up again.
-            self.forward(publisher, library_track_id, packet, now);
+        if publication.muted || publication.codec.is_none() {
             return;
         }
 
@@ -697,6 +714,11 @@ impl Worker {
         packets: &[Box<dyn rtc::rtcp::Packet>],
         now: Instant,
     ) {
+        let nacks = packets
+            .iter()
+            .filter(|p| p.as_any().downcast_ref::<TransportLayerNack>().is_some())
+            .count();
+        Metrics::add(&self.metrics.nacks_received, nacks as u64);
         let wants_keyframe = packets.iter().any(|p| {
             p.as_any().downcast_ref::<PictureLossIndication>().is_some()
                 || p.as_any().downcast_ref::<FullIntraRequest>().is_some()
@@ -820,7 +842,13 @@ impl Worker {
                 }
             }
         }
+        self.update_participant_gauge();
         self.bind_free_slots(room_key, Instant::now());
+    }
+
+    fn update_participant_gauge(&self) {
+        let participants: usize = self.rooms.values().map(|room| room.presence.len()).sum();
+        Metrics::set(&self.metrics.participants, participants as u64);
     }
 
     fn close_room(&mut self, room_id: &str, reason: &str) {
