@@ -31,11 +31,12 @@ for _ in $(seq 50); do curl -sf http://127.0.0.1:18080/healthz >/dev/null && bre
 ctl() { "$bin/vprctl" --server http://127.0.0.1:15051 --json "$@"; }
 field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
 room=$(ctl create-room --incident "BENCH-$$" --max-participants 50 | field room_id)
-resident=$(ctl admit --room "$room" --identity resident --role resident)
+resident=$(ctl admit --room "$room" --identity resident --role resident \
+    --consent-video --consent-audio --consent-channel bench)
 "$bin/vpr-bench" publish --whip "$(echo "$resident" | field whip_url)" \
     --token "$(echo "$resident" | field join_token)" --duration-s $((window_s + 20)) > /dev/null &
 for i in $(seq "$subscribers"); do
-    officer=$(ctl admit --room "$room" --identity "officer-$i" --role officer)
+    officer=$(ctl admit --room "$room" --identity "officer-$i" --role officer --badge "B$i")
     "$bin/vpr-bench" subscribe --whep "$(echo "$officer" | field whep_url)" \
         --token "$(echo "$officer" | field join_token)" --duration-s $((window_s + 15)) > "$work/sub-$i.log" &
 done

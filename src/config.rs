@@ -136,7 +136,7 @@ impl Default for AuthConfig {
     fn default() -> Self {
         Self {
             join_token_secret: DEV_JOIN_TOKEN_SECRET.into(),
-            api_keys: vec![ApiKey { key_id: "dev".into(), secret: DEV_API_SECRET.into() }],
+            api_keys: vec![ApiKey::new("dev", DEV_API_SECRET)],
         }
     }
 }
@@ -180,7 +180,8 @@ impl Config {
                 let Some((key_id, secret)) = entry.split_once(':') else {
                     bail!("VPR_API_KEYS entry without ':' (expected id:secret)");
                 };
-                parsed.push(ApiKey { key_id: key_id.to_owned(), secret: secret.to_owned() });
+                // Keys from the environment get the default scopes (read and write).
+                parsed.push(ApiKey::new(key_id, secret));
             }
             self.auth.api_keys = parsed;
         }

@@ -107,7 +107,7 @@ async fn main() -> anyhow::Result<()> {
         },
     );
 
-    let signal_state = SignalState::new(media.clone(), signer);
+    let signal_state = SignalState::new(media.clone(), signer, store.clone());
     let signal_config = SignalConfig {
         max_body_bytes: config.http.max_body_bytes,
         cors_allowed_origins: config.http.cors_allowed_origins.clone(),

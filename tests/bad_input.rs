@@ -86,6 +86,8 @@ async fn whip_rejects_bad_requests() {
         role: vpr_control::Role::Resident,
         iat: now - 120,
         exp: now + 600,
+        publish: None,
+        subscribe: None,
     };
     let wrong_secret = JoinTokenSigner::new(b"not-the-server-secret")
         .mint(claims.clone())

@@ -19,6 +19,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Status};
 use vpr_control::pb::room_service_client::RoomServiceClient;
 use vpr_control::pb::{
+    Consent,
     AdmitParticipantRequest, AdmitParticipantResponse, CreateRoomRequest, Role, Room,
 };
 
@@ -445,7 +446,8 @@ pub async fn create_room(client: &mut RoomClient, incident_id: &str) -> Room {
     response.room.expect("CreateRoom returned no room")
 }
 
-/// Admits `identity` with `role` into `room_id`.
+/// Admits `identity` with `role` into `room_id`: a resident with consent to
+/// share live video and audio by SMS link, an officer with a badge id.
 pub async fn admit(
     client: &mut RoomClient,
     room_id: &str,
@@ -459,6 +461,16 @@ pub async fn admit(
             display_name: identity.to_owned(),
             role: role as i32,
             token_ttl_seconds: 0,
+            badge_id: if role == Role::Officer { format!("B-{identity}") } else { String::new() },
+            can_publish: None,
+            can_subscribe: None,
+            consent: (role == Role::Resident).then(|| Consent {
+                live_video: true,
+                audio: true,
+                recording: false,
+                channel: "sms-link".to_owned(),
+                consented_at_unix_ms: 0,
+            }),
         })
         .await
         .unwrap_or_else(|status| {

@@ -17,6 +17,7 @@ use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
 use crate::error::ControlError;
+use crate::scope::{Scope, ScopeSet};
 use crate::token::exp_required_validation;
 
 /// Maximum lifetime (`exp - iat`) of an API JWT, in seconds.
@@ -36,6 +37,29 @@ pub struct ApiKey {
     pub key_id: String,
     /// Shared HS256 secret.
     pub secret: String,
+    /// Scopes granted to the key, such as "rooms:read" and "rooms:write"
+    /// (see [`crate::scope::Scope`]); both when the configuration names none.
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+}
+
+impl ApiKey {
+    /// Creates a key with the default scopes ("rooms:write" and "rooms:read").
+    pub fn new(key_id: impl Into<String>, secret: impl Into<String>) -> Self {
+        Self {
+            key_id: key_id.into(),
+            secret: secret.into(),
+            scopes: default_scopes(),
+        }
+    }
+}
+
+/// Returns the scopes of a key whose configuration names none.
+pub fn default_scopes() -> Vec<String> {
+    vec![
+        Scope::RoomsWrite.as_str().to_owned(),
+        Scope::RoomsRead.as_str().to_owned(),
+    ]
 }
 
 impl fmt::Debug for ApiKey {
@@ -43,6 +67,7 @@ impl fmt::Debug for ApiKey {
         f.debug_struct("ApiKey")
             .field("key_id", &self.key_id)
             .field("secret", &"<redacted>")
+            .field("scopes", &self.scopes)
             .finish()
     }
 }
@@ -111,10 +136,18 @@ pub enum AuthError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallerKeyId(pub String);
 
+/// A configured key as the verifier keeps it.
+struct VerifyingKey {
+    decoding_key: DecodingKey,
+    scopes: ScopeSet,
+}
+
 /// Verifies API JWTs against the configured keys; used as a tonic interceptor.
+/// It stores [`CallerKeyId`] and the key's [`ScopeSet`] in the request
+/// extensions, and each RPC checks the scope it needs.
 #[derive(Clone)]
 pub struct ApiKeyAuth {
-    keys: Arc<HashMap<String, DecodingKey>>,
+    keys: Arc<HashMap<String, VerifyingKey>>,
 }
 
 impl fmt::Debug for ApiKeyAuth {
@@ -129,15 +162,16 @@ impl fmt::Debug for ApiKeyAuth {
 
 impl ApiKeyAuth {
     /// Creates a verifier for `keys`. A later key with the same id replaces an
-    /// earlier one.
+    /// earlier one. Unknown scope names are logged and ignored.
     pub fn new(keys: &[ApiKey]) -> Self {
         let keys = keys
             .iter()
             .map(|key| {
-                (
-                    key.key_id.clone(),
-                    DecodingKey::from_secret(key.secret.as_bytes()),
-                )
+                let verifying = VerifyingKey {
+                    decoding_key: DecodingKey::from_secret(key.secret.as_bytes()),
+                    scopes: ScopeSet::parse_lenient(&key.key_id, &key.scopes),
+                };
+                (key.key_id.clone(), verifying)
             })
             .collect();
         Self {
@@ -152,6 +186,17 @@ impl ApiKeyAuth {
         authorization: Option<&str>,
         now_unix_s: u64,
     ) -> Result<String, AuthError> {
+        self.verify_with_scopes(authorization, now_unix_s)
+            .map(|(key_id, _)| key_id)
+    }
+
+    /// Checks an `authorization` metadata value at `now_unix_s` and returns
+    /// the id of the key that signed it with the key's scopes.
+    pub fn verify_with_scopes(
+        &self,
+        authorization: Option<&str>,
+        now_unix_s: u64,
+    ) -> Result<(String, ScopeSet), AuthError> {
         let value = authorization.ok_or(AuthError::MissingHeader)?;
         let token = value
             .strip_prefix("Bearer ")
@@ -174,7 +219,7 @@ impl ApiKeyAuth {
 
         let mut validation = exp_required_validation();
         validation.required_spec_claims.insert("iat".to_owned());
-        let claims = jsonwebtoken::decode::<ApiClaims>(token, key, &validation)
+        let claims = jsonwebtoken::decode::<ApiClaims>(token, &key.decoding_key, &validation)
             .map_err(|error| match error.kind() {
                 ErrorKind::InvalidSignature => AuthError::BadSignature(key_id.clone()),
                 ErrorKind::InvalidAlgorithm => {
@@ -185,7 +230,7 @@ impl ApiKeyAuth {
             .claims;
 
         check_times(&claims, now_unix_s)?;
-        Ok(key_id)
+        Ok((key_id, key.scopes))
     }
 }
 
@@ -217,9 +262,10 @@ impl Interceptor for ApiKeyAuth {
                 })?),
             };
 
-        match self.verify(authorization, unix_now_s()) {
-            Ok(key_id) => {
+        match self.verify_with_scopes(authorization, unix_now_s()) {
+            Ok((key_id, scopes)) => {
                 request.extensions_mut().insert(CallerKeyId(key_id));
+                request.extensions_mut().insert(scopes);
                 Ok(request)
             }
             Err(error) => {
@@ -271,10 +317,7 @@ mod tests {
     const NOW: u64 = 1_700_000_000;
 
     fn auth() -> ApiKeyAuth {
-        ApiKeyAuth::new(&[ApiKey {
-            key_id: "cad".to_owned(),
-            secret: "cad-secret".to_owned(),
-        }])
+        ApiKeyAuth::new(&[ApiKey::new("cad", "cad-secret")])
     }
 
     fn bearer(token: &str) -> String {

@@ -32,6 +32,40 @@ pub enum ControlError {
         /// The room's maximum.
         max_participants: u32,
     },
+    /// A resident was admitted without consent; maps to FAILED_PRECONDITION.
+    #[error("resident consent is required before a join token is issued")]
+    ConsentRequired,
+    /// The room has no participant with this id; maps to NOT_FOUND.
+    #[error("participant {participant_id} not found in room {room_id}")]
+    ParticipantNotFound {
+        /// Room named in the request.
+        room_id: String,
+        /// Participant named in the request.
+        participant_id: String,
+    },
+    /// The participant was removed and takes no more changes; maps to
+    /// FAILED_PRECONDITION.
+    #[error("participant {0} was removed")]
+    ParticipantRemoved(String),
+    /// The identity is already admitted to the room with another role; maps to
+    /// FAILED_PRECONDITION.
+    #[error("identity {identity:?} is already admitted to room {room_id} as {role}; remove it before admitting it with another role")]
+    RoleMismatch {
+        /// Room named in the request.
+        room_id: String,
+        /// Identity named in the request.
+        identity: String,
+        /// Role stored at the earlier admission.
+        role: String,
+    },
+    /// The room has no track with this id; maps to NOT_FOUND.
+    #[error("track {track_id} not found in room {room_id}")]
+    TrackNotFound {
+        /// Room named in the request.
+        room_id: String,
+        /// Track named in the request.
+        track_id: String,
+    },
     /// The caller's API JWT was rejected; maps to UNAUTHENTICATED.
     #[error("unauthenticated: {0}")]
     Unauthenticated(#[from] AuthError),
@@ -59,6 +93,11 @@ impl ControlError {
             ControlError::RoomNotFound(_) => Code::NotFound,
             ControlError::RoomClosed(_) => Code::FailedPrecondition,
             ControlError::RoomFull { .. } => Code::ResourceExhausted,
+            ControlError::ConsentRequired => Code::FailedPrecondition,
+            ControlError::ParticipantNotFound { .. } => Code::NotFound,
+            ControlError::ParticipantRemoved(_) => Code::FailedPrecondition,
+            ControlError::RoleMismatch { .. } => Code::FailedPrecondition,
+            ControlError::TrackNotFound { .. } => Code::NotFound,
             ControlError::Unauthenticated(_) => Code::Unauthenticated,
             ControlError::Token(_) => Code::Internal,
             ControlError::Store(StoreError::NotFound { .. }) => Code::NotFound,

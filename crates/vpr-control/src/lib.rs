@@ -1,6 +1,8 @@
-//! Control plane of VPR: the gRPC RoomService that the police CAD system
-//! calls to create rooms, admit participants with join tokens and close rooms
-//! with a disposition, behind API key authentication.
+//! Control plane of VPR: the gRPC RoomService that the police CAD system and
+//! operators call to create rooms, admit and manage participants with join
+//! tokens, close rooms with a disposition, read session records, follow the
+//! event log and read the audit trail, behind API key authentication with
+//! scopes. The same listener serves gRPC health and reflection.
 //!
 //! ```no_run
 //! # async fn run(service: vpr_control::RoomServiceImpl, keys: Vec<vpr_control::ApiKey>) {
@@ -13,6 +15,10 @@ pub mod auth;
 pub mod convert;
 pub mod error;
 pub mod media;
+pub mod paging;
+pub mod room_settings;
+pub mod scope;
+pub mod server;
 pub mod service;
 pub mod token;
 pub mod validate;
@@ -20,52 +26,21 @@ pub mod validate;
 /// Messages and service stubs generated from `proto/vpr/control/v1/control.proto`.
 pub mod pb {
     tonic::include_proto!("vpr.control.v1");
+
+    /// Encoded `FileDescriptorSet` of `vpr.control.v1`, served by reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/vpr_control_v1_descriptor.bin"));
 }
 
-use std::future::Future;
-
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::service::interceptor::InterceptedService;
-
-pub use auth::{mint_api_jwt, mint_api_jwt_at, ApiKey, ApiKeyAuth, AuthError, CallerKeyId};
+pub use auth::{
+    default_scopes, mint_api_jwt, mint_api_jwt_at, ApiKey, ApiKeyAuth, AuthError, CallerKeyId,
+};
 pub use error::ControlError;
 pub use media::MediaRooms;
-pub use service::{RoomServiceConfig, RoomServiceImpl};
+pub use scope::{Scope, ScopeSet};
+pub use server::{
+    authenticated_service, serve, serve_with, AuthenticatedRoomService, ServeError, ServeOptions,
+    TlsFiles,
+};
+pub use service::{RoomServiceConfig, RoomServiceImpl, StreamStopper};
 pub use token::{JoinClaims, JoinTokenSigner, Role, TokenError};
-
-/// The RoomService wrapped in API key authentication, for adding to a tonic
-/// server or router.
-pub type AuthenticatedRoomService =
-    InterceptedService<pb::room_service_server::RoomServiceServer<RoomServiceImpl>, ApiKeyAuth>;
-
-/// Wraps `service` in authentication against `api_keys`.
-pub fn authenticated_service(
-    service: RoomServiceImpl,
-    api_keys: &[ApiKey],
-) -> AuthenticatedRoomService {
-    if api_keys.is_empty() {
-        tracing::warn!("no API keys configured, every control-plane call will be rejected");
-    }
-    pb::room_service_server::RoomServiceServer::with_interceptor(service, ApiKeyAuth::new(api_keys))
-}
-
-/// Serves the authenticated RoomService on `listener` until `shutdown`
-/// completes, then finishes in-flight calls and returns.
-pub async fn serve(
-    listener: TcpListener,
-    service: RoomServiceImpl,
-    api_keys: &[ApiKey],
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), tonic::transport::Error> {
-    let local_addr = listener.local_addr().ok();
-    tracing::info!(?local_addr, "control plane gRPC server starting");
-
-    let result = tonic::transport::Server::builder()
-        .add_service(authenticated_service(service, api_keys))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await;
-
-    tracing::info!(?local_addr, "control plane gRPC server stopped");
-    result
-}

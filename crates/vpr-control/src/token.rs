@@ -20,8 +20,10 @@ pub enum Role {
     Resident,
     /// A police officer handling the call.
     Officer,
-    /// A viewer who receives media but cannot publish.
+    /// A viewer who receives media and by default does not publish.
     Observer,
+    /// A dispatcher following the call; by default receives only.
+    Dispatcher,
 }
 
 impl Role {
@@ -31,12 +33,15 @@ impl Role {
             Role::Resident => "resident",
             Role::Officer => "officer",
             Role::Observer => "observer",
+            Role::Dispatcher => "dispatcher",
         }
     }
 
-    /// Returns whether this role may publish media (WHIP).
+    /// Returns whether this role publishes media (WHIP) when the admission
+    /// sets no permission. Residents and officers publish, and observers and
+    /// dispatchers receive only.
     pub fn can_publish(self) -> bool {
-        !matches!(self, Role::Observer)
+        matches!(self, Role::Resident | Role::Officer)
     }
 }
 
@@ -46,9 +51,10 @@ impl fmt::Display for Role {
     }
 }
 
-/// Error for a role name that is not "resident", "officer" or "observer".
+/// Error for a role name that is not "resident", "officer", "observer" or
+/// "dispatcher".
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid role {0:?}: expected resident, officer or observer")]
+#[error("invalid role {0:?}: expected resident, officer, observer or dispatcher")]
 pub struct InvalidRole(pub String);
 
 impl FromStr for Role {
@@ -59,6 +65,7 @@ impl FromStr for Role {
             "resident" => Ok(Role::Resident),
             "officer" => Ok(Role::Officer),
             "observer" => Ok(Role::Observer),
+            "dispatcher" => Ok(Role::Dispatcher),
             other => Err(InvalidRole(other.to_owned())),
         }
     }
@@ -82,12 +89,27 @@ pub struct JoinClaims {
     pub iat: u64,
     /// Expiry time, unix seconds. The token is rejected from this second on.
     pub exp: u64,
+    /// Whether the holder may publish media (WHIP). A token without this
+    /// claim allows what its role allows by default.
+    #[serde(rename = "can_publish", default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<bool>,
+    /// Whether the holder may receive media (WHEP). A token without this
+    /// claim allows it.
+    #[serde(rename = "can_subscribe", default, skip_serializing_if = "Option::is_none")]
+    pub subscribe: Option<bool>,
 }
 
 impl JoinClaims {
-    /// Returns whether the holder may publish media (WHIP); observers cannot.
+    /// Returns whether the holder may publish media (WHIP): the
+    /// `can_publish` claim, or the role's default without it.
     pub fn can_publish(&self) -> bool {
-        self.role.can_publish()
+        self.publish.unwrap_or_else(|| self.role.can_publish())
+    }
+
+    /// Returns whether the holder may receive media (WHEP): the
+    /// `can_subscribe` claim, or true without it.
+    pub fn can_subscribe(&self) -> bool {
+        self.subscribe.unwrap_or(true)
     }
 }
 
@@ -199,6 +221,8 @@ mod tests {
             role,
             iat: NOW,
             exp: NOW + 60,
+            publish: None,
+            subscribe: None,
         }
     }
 
@@ -307,7 +331,7 @@ mod tests {
 
     #[test]
     fn role_names_round_trip() {
-        for role in [Role::Resident, Role::Officer, Role::Observer] {
+        for role in [Role::Resident, Role::Officer, Role::Observer, Role::Dispatcher] {
             assert_eq!(role.as_str().parse::<Role>(), Ok(role));
         }
         assert_eq!(
@@ -317,9 +341,25 @@ mod tests {
     }
 
     #[test]
-    fn observers_cannot_publish() {
+    fn role_defaults_apply_without_permission_claims() {
         assert!(!claims("rm_a", Role::Observer).can_publish());
+        assert!(!claims("rm_a", Role::Dispatcher).can_publish());
         assert!(claims("rm_a", Role::Officer).can_publish());
         assert!(claims("rm_a", Role::Resident).can_publish());
+        assert!(claims("rm_a", Role::Observer).can_subscribe());
+    }
+
+    #[test]
+    fn permission_claims_round_trip() {
+        let signer = JoinTokenSigner::new(b"secret-a");
+        let mut restricted = claims("rm_a", Role::Officer);
+        restricted.publish = Some(false);
+        restricted.subscribe = Some(false);
+        let token = signer.mint(restricted.clone()).unwrap();
+
+        let verified = signer.verify(&token, NOW).unwrap();
+        assert_eq!(verified, restricted);
+        assert!(!verified.can_publish());
+        assert!(!verified.can_subscribe());
     }
 }

@@ -1,216 +1,16 @@
-//! RoomService over a real gRPC connection on 127.0.0.1 with a real SQLite
-//! file. The media plane is a recorder that stores the calls it receives.
+//! RoomService rooms, authentication, validation and vprctl over a real gRPC
+//! connection on 127.0.0.1 with a real SQLite file. The media plane is a
+//! recorder that stores the calls it receives.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod harness;
 
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tonic::metadata::MetadataValue;
-use tonic::transport::Channel;
+use std::time::Duration;
+
 use tonic::Code;
 use vpr_control::pb;
-use vpr_control::pb::room_service_client::RoomServiceClient;
-use vpr_control::{
-    mint_api_jwt, mint_api_jwt_at, ApiKey, JoinTokenSigner, MediaRooms, Role, RoomServiceConfig,
-    RoomServiceImpl,
-};
-use vpr_store::Store;
+use vpr_control::{mint_api_jwt, mint_api_jwt_at, JoinTokenSigner, Role};
 
-const KEY_ID: &str = "cad";
-const KEY_SECRET: &str = "cad-secret";
-const JOIN_SECRET: &[u8] = b"join-secret";
-const BASE_URL: &str = "http://127.0.0.1:8080";
-
-/// A media plane call, as recorded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum MediaCall {
-    Open {
-        room_id: String,
-        max_participants: u32,
-    },
-    Close {
-        room_id: String,
-        reason: String,
-    },
-    RemoveParticipant {
-        room_id: String,
-        participant_id: String,
-        reason: String,
-    },
-    MuteTrack {
-        room_id: String,
-        track_id: String,
-        muted: bool,
-    },
-    Permissions {
-        room_id: String,
-        participant_id: String,
-        can_publish: bool,
-        can_subscribe: bool,
-    },
-}
-
-#[derive(Default)]
-struct RecordingMedia {
-    calls: Mutex<Vec<MediaCall>>,
-}
-
-impl MediaRooms for RecordingMedia {
-    fn open_room(&self, room_id: &str, max_participants: u32) {
-        self.calls.lock().unwrap().push(MediaCall::Open {
-            room_id: room_id.to_owned(),
-            max_participants,
-        });
-    }
-
-    fn close_room(&self, room_id: &str, reason: &str) {
-        self.calls.lock().unwrap().push(MediaCall::Close {
-            room_id: room_id.to_owned(),
-            reason: reason.to_owned(),
-        });
-    }
-
-    fn remove_participant(&self, room_id: &str, participant_id: &str, reason: &str) {
-        self.calls.lock().unwrap().push(MediaCall::RemoveParticipant {
-            room_id: room_id.to_owned(),
-            participant_id: participant_id.to_owned(),
-            reason: reason.to_owned(),
-        });
-    }
-
-    fn set_track_muted(&self, room_id: &str, track_id: &str, muted: bool) {
-        self.calls.lock().unwrap().push(MediaCall::MuteTrack {
-            room_id: room_id.to_owned(),
-            track_id: track_id.to_owned(),
-            muted,
-        });
-    }
-
-    fn set_permissions(&self, room_id: &str, participant_id: &str, can_publish: bool, can_subscribe: bool) {
-        self.calls.lock().unwrap().push(MediaCall::Permissions {
-            room_id: room_id.to_owned(),
-            participant_id: participant_id.to_owned(),
-            can_publish,
-            can_subscribe,
-        });
-    }
-}
-
-struct Harness {
-    address: String,
-    media: Arc<RecordingMedia>,
-    _shutdown: oneshot::Sender<()>,
-    _dir: tempfile::TempDir,
-}
-
-impl Harness {
-    async fn start() -> Harness {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("vpr.db").display());
-        let store = Store::open(&url).await.unwrap();
-
-        let media = Arc::new(RecordingMedia::default());
-        let config = RoomServiceConfig {
-            public_base_url: format!("{BASE_URL}/"),
-            default_token_ttl: Duration::from_secs(300),
-            max_token_ttl: Duration::from_secs(3600),
-            default_max_participants: 3,
-            max_participants_limit: 10,
-        };
-        let service = RoomServiceImpl::new(
-            store,
-            JoinTokenSigner::new(JOIN_SECRET),
-            media.clone(),
-            config,
-        );
-        let keys = vec![ApiKey {
-            key_id: KEY_ID.to_owned(),
-            secret: KEY_SECRET.to_owned(),
-        }];
-
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = format!("http://{}", listener.local_addr().unwrap());
-        let (shutdown, shutdown_rx) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            vpr_control::serve(listener, service, &keys, async {
-                let _ = shutdown_rx.await;
-            })
-            .await
-            .unwrap();
-        });
-
-        Harness {
-            address,
-            media,
-            _shutdown: shutdown,
-            _dir: dir,
-        }
-    }
-
-    /// Returns a client that sends `authorization` verbatim, or nothing.
-    async fn client_with(
-        &self,
-        authorization: Option<String>,
-    ) -> RoomServiceClient<
-        tonic::service::interceptor::InterceptedService<Channel, impl tonic::service::Interceptor>,
-    > {
-        let channel = Channel::from_shared(self.address.clone())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let value: Option<MetadataValue<_>> = authorization.map(|value| value.parse().unwrap());
-        RoomServiceClient::with_interceptor(channel, move |mut request: tonic::Request<()>| {
-            if let Some(value) = &value {
-                request
-                    .metadata_mut()
-                    .insert("authorization", value.clone());
-            }
-            Ok(request)
-        })
-    }
-
-    async fn client(
-        &self,
-    ) -> RoomServiceClient<
-        tonic::service::interceptor::InterceptedService<Channel, impl tonic::service::Interceptor>,
-    > {
-        let token = mint_api_jwt(KEY_ID, KEY_SECRET, Duration::from_secs(60));
-        self.client_with(Some(format!("Bearer {token}"))).await
-    }
-
-    fn media_calls(&self) -> Vec<MediaCall> {
-        self.media.calls.lock().unwrap().clone()
-    }
-}
-
-fn unix_now_s() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn create_request(incident_id: &str, request_id: &str) -> pb::CreateRoomRequest {
-    pb::CreateRoomRequest {
-        incident_id: incident_id.to_owned(),
-        request_id: request_id.to_owned(),
-        call_type: "burglary".to_owned(),
-        max_participants: 0,
-        metadata: r#"{"address":"1 Main St"}"#.to_owned(),
-    }
-}
-
-fn admit_request(room_id: &str, identity: &str, role: pb::Role) -> pb::AdmitParticipantRequest {
-    pb::AdmitParticipantRequest {
-        room_id: room_id.to_owned(),
-        identity: identity.to_owned(),
-        display_name: format!("{identity} display"),
-        role: role as i32,
-        token_ttl_seconds: 0,
-    }
-}
+use harness::*;
 
 #[tokio::test]
 async fn missing_authorization_is_unauthenticated() {
@@ -789,4 +589,129 @@ async fn vprctl_runs_room_lifecycle() {
     assert_eq!(session["participants"][0]["identity"], "badge-9");
     assert_eq!(session["participants"][0]["role"], "ROLE_OBSERVER");
     assert_eq!(session["events"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn create_room_retry_after_close_returns_closed_room() {
+    let harness = Harness::start().await;
+    let mut client = harness.client().await;
+    let mut request = create_request("INC-12", "req-a");
+    request.empty_timeout_seconds = 120;
+    let first = client.create_room(request.clone()).await.unwrap().into_inner();
+    let room = first.room.unwrap();
+    assert_eq!(room.empty_timeout_seconds, 120);
+    assert_eq!(room.metadata, r#"{"address":"1 Main St"}"#);
+
+    client
+        .close_room(pb::CloseRoomRequest {
+            room_id: room.room_id.clone(),
+            disposition: pb::Disposition::Referred as i32,
+            notes: String::new(),
+        })
+        .await
+        .unwrap();
+
+    let retry = client.create_room(request).await.unwrap().into_inner();
+    assert!(!retry.created);
+    let retried = retry.room.unwrap();
+    assert_eq!(retried.room_id, room.room_id);
+    assert_eq!(retried.state, pb::RoomState::Closed as i32);
+
+    let fresh = client
+        .create_room(create_request("INC-12", "req-b"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(fresh.created);
+    let fresh_room = fresh.room.unwrap();
+    assert_ne!(fresh_room.room_id, room.room_id);
+    assert_eq!(fresh_room.state, pb::RoomState::Open as i32);
+
+    let mut too_long = create_request("INC-12", "req-c");
+    too_long.empty_timeout_seconds = 86_401;
+    let status = client.create_room(too_long).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("empty_timeout_seconds"), "{}", status.message());
+}
+
+#[tokio::test]
+async fn vprctl_lists_admits_and_tails() {
+    let harness = Harness::start().await;
+
+    let room = vprctl_json(&harness, &["create-room", "--incident", "INC-CLI2"]).await;
+    let room_id = room["room_id"].as_str().unwrap().to_owned();
+
+    let resident = vprctl_json(
+        &harness,
+        &[
+            "admit", "--room", &room_id, "--identity", "caller", "--role", "resident",
+            "--consent-video", "--consent-audio", "--consent-channel", "sms_link",
+        ],
+    )
+    .await;
+    let join_url = resident["join_url"].as_str().unwrap();
+    assert_eq!(
+        join_url,
+        format!("{BASE_URL}/join?token={}", resident["join_token"].as_str().unwrap())
+    );
+    let officer = vprctl_json(
+        &harness,
+        &["admit", "--room", &room_id, "--identity", "cst-1", "--role", "officer", "--badge", "4411"],
+    )
+    .await;
+    assert_eq!(officer["can_publish"], true);
+
+    let rooms = vprctl_json(&harness, &["list-rooms", "--state", "open"]).await;
+    assert_eq!(rooms.as_array().unwrap().len(), 1);
+    assert_eq!(rooms[0]["room_id"], room_id.as_str());
+
+    let participants = vprctl_json(&harness, &["participants", "--room", &room_id]).await;
+    assert_eq!(participants[1]["badge_id"], "4411");
+
+    let removed = vprctl_json(
+        &harness,
+        &["remove", "--room", &room_id, "--participant", officer["participant_id"].as_str().unwrap(), "--reason", "left scene"],
+    )
+    .await;
+    assert_eq!(removed["removed_reason"], "left scene");
+
+    vprctl_json(
+        &harness,
+        &["close-room", "--room", &room_id, "--disposition", "abandoned"],
+    )
+    .await;
+    let sessions = vprctl_json(&harness, &["list-sessions", "--disposition", "abandoned"]).await;
+    assert_eq!(sessions[0]["room"]["room_id"], room_id.as_str());
+    assert_eq!(sessions[0]["consents"][0]["channel"], "sms_link");
+
+    // tail prints one JSON object a line and stops after --limit.
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_vprctl"))
+        .args(["--server", &harness.address, "--key-id", KEY_ID, "--json"])
+        .args(["tail", "--room", &room_id, "--after", "1", "--limit", "3"])
+        .env("VPR_API_KEY_SECRET", KEY_SECRET)
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let kinds: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        kinds,
+        vec!["participant_admitted", "participant_admitted", "participant_removed"]
+    );
+
+    // The default table output has a header row and one row per room.
+    let table = tokio::process::Command::new(env!("CARGO_BIN_EXE_vprctl"))
+        .args(["--server", &harness.address, "--key-id", KEY_ID, "list-rooms"])
+        .env("VPR_API_KEY_SECRET", KEY_SECRET)
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&table.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].starts_with("ROOM_ID"), "{text}");
+    assert!(lines[1].starts_with(&room_id), "{text}");
 }

@@ -22,6 +22,15 @@ pub enum SignalError {
         /// The attempted action.
         action: &'static str,
     },
+    /// The control plane removed the participant; its token is void.
+    #[error("participant {0} was removed from the room")]
+    ParticipantRemoved(String),
+    /// The token names a participant the session record does not have.
+    #[error("participant {0} is not admitted to this room")]
+    ParticipantUnknown(String),
+    /// The session record could not be read.
+    #[error("session record unavailable")]
+    StoreUnavailable,
     /// The session exists but belongs to another participant.
     #[error("session belongs to another participant")]
     NotSessionOwner,
@@ -45,9 +54,12 @@ impl SignalError {
     fn status(&self) -> StatusCode {
         match self {
             SignalError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            SignalError::WrongRoom | SignalError::RoleNotAllowed { .. } | SignalError::NotSessionOwner => {
-                StatusCode::FORBIDDEN
-            }
+            SignalError::WrongRoom
+            | SignalError::RoleNotAllowed { .. }
+            | SignalError::NotSessionOwner
+            | SignalError::ParticipantRemoved(_)
+            | SignalError::ParticipantUnknown(_) => StatusCode::FORBIDDEN,
+            SignalError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             SignalError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             SignalError::Draining => StatusCode::SERVICE_UNAVAILABLE,
             SignalError::Media(err) => match err {

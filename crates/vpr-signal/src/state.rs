@@ -6,6 +6,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use vpr_control::JoinTokenSigner;
 use vpr_sfu::MediaHandle;
+use vpr_store::Store;
 
 /// Owner of a live session. DELETE and PATCH must come from this participant.
 #[derive(Debug, Clone)]
@@ -23,6 +24,8 @@ pub struct SignalState {
     pub media: MediaHandle,
     /// Verifies join tokens.
     pub signer: Arc<JoinTokenSigner>,
+    /// Session record: a removed participant's token is rejected.
+    pub store: Store,
     /// Live sessions by id.
     // NOTE: an entry stays until DELETE, also when the media plane ended
     // the session on its own (connection failed).
@@ -32,11 +35,13 @@ pub struct SignalState {
 }
 
 impl SignalState {
-    /// Creates the state for a media handle and a join-token signer.
-    pub fn new(media: MediaHandle, signer: JoinTokenSigner) -> Self {
+    /// Creates the state for a media handle, a join-token signer and the
+    /// session record.
+    pub fn new(media: MediaHandle, signer: JoinTokenSigner, store: Store) -> Self {
         Self {
             media,
             signer: Arc::new(signer),
+            store,
             sessions: Arc::new(DashMap::new()),
             draining: Arc::new(AtomicBool::new(false)),
         }

@@ -53,8 +53,12 @@ async fn post_session(
     body: Bytes,
 ) -> Result<Response, SignalError> {
     let claims = authorize(&state.signer, &headers, &room_id)?;
+    check_admitted(&state, &room_id, &claims.participant_id).await?;
     if direction == Direction::Publish && !claims.can_publish() {
         return Err(SignalError::RoleNotAllowed { role: claims.role.as_str(), action: "publish" });
+    }
+    if direction == Direction::Subscribe && !claims.can_subscribe() {
+        return Err(SignalError::RoleNotAllowed { role: claims.role.as_str(), action: "subscribe" });
     }
     require_content_type(&headers, SDP_MEDIA_TYPE)?;
     if state.draining.load(Ordering::Relaxed) {
@@ -128,6 +132,20 @@ pub async fn options() -> Response {
         .headers_mut()
         .insert("accept-post", HeaderValue::from_static(SDP_MEDIA_TYPE));
     response
+}
+
+/// Rejects a token whose participant the control plane removed; a valid
+/// signature alone does not outlive a RemoveParticipant.
+async fn check_admitted(state: &SignalState, room_id: &str, participant_id: &str) -> Result<(), SignalError> {
+    let row = state.store.participant_row(participant_id).await.map_err(|err| {
+        warn!(room_id, participant_id, error = %err, "session record lookup failed");
+        SignalError::StoreUnavailable
+    })?;
+    match row {
+        Some(row) if row.room_id == room_id && row.removed_at_ms.is_none() => Ok(()),
+        Some(row) if row.room_id == room_id => Err(SignalError::ParticipantRemoved(participant_id.to_owned())),
+        _ => Err(SignalError::ParticipantUnknown(participant_id.to_owned())),
+    }
 }
 
 fn prefix(direction: Direction) -> &'static str {

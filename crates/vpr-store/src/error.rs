@@ -35,6 +35,13 @@ pub enum StoreError {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 
+    /// The store URL names a database other than SQLite or PostgreSQL.
+    #[error("unsupported store URL scheme {scheme:?}: use sqlite://PATH, sqlite::memory: or postgres://USER:PASSWORD@HOST/DATABASE")]
+    UnsupportedUrl {
+        /// Scheme of the rejected URL, the text before the first ':'.
+        scheme: String,
+    },
+
     /// Applying the embedded schema migrations failed.
     #[error("schema migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),

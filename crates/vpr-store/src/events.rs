@@ -1,10 +1,12 @@
 //! Events: the append-only log of what happened in each room.
 
-use sqlx::SqliteConnection;
-
+use crate::backend::{on_pool, Backend};
 use crate::error::is_foreign_key_violation;
 use crate::rows::EventRow;
 use crate::{NewEvent, Store, StoreError};
+
+/// PostgreSQL advisory lock key held while appending an event ("VPREVENT" in ASCII).
+const EVENT_ADVISORY_LOCK: i64 = 0x5650_5245_5645_4e54;
 
 /// Columns of `events` in [`EventRow`] field order.
 macro_rules! event_columns {
@@ -13,27 +15,74 @@ macro_rules! event_columns {
     };
 }
 
+/// Selects every event of the room bound to `$1`, in seq order.
+pub(crate) const EVENTS_IN_ROOM: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    " FROM events WHERE room_id = $1 ORDER BY seq"
+);
+
+const INSERT_EVENT: &str = "INSERT INTO events \
+    (room_id, kind, participant_id, track_id, detail, at_ms) \
+    VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq";
+
 impl Store {
     /// Appends one event and returns its sequence number, which is greater than
-    /// that of every event appended before it. Closed rooms still take events.
+    /// that of every event committed before it. Closed rooms still take events.
+    /// After the commit, [`Store::event_sequence`] moves to the new seq.
+    ///
+    /// On PostgreSQL, appends take turns on an advisory lock, so events commit
+    /// in seq order and a reader resuming with [`Store::events_after`] skips
+    /// none. SQLite's single writer gives the same order.
     ///
     /// Fails with [`StoreError::NotFound`] if the room does not exist.
     pub async fn append_event(&self, e: NewEvent) -> Result<i64, StoreError> {
-        let inserted: Result<i64, sqlx::Error> = sqlx::query_scalar(
-            "INSERT INTO events (room_id, kind, participant_id, track_id, detail, at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
-        )
-        .bind(&e.room_id)
-        .bind(&e.kind)
-        .bind(&e.participant_id)
-        .bind(&e.track_id)
-        .bind(&e.detail)
-        .bind(e.at_ms)
-        .fetch_one(&self.pool)
-        .await;
+        let inserted: Result<i64, sqlx::Error> = match &self.backend {
+            Backend::Sqlite(pool) => {
+                sqlx::query_scalar(INSERT_EVENT)
+                    .bind(&e.room_id)
+                    .bind(&e.kind)
+                    .bind(&e.participant_id)
+                    .bind(&e.track_id)
+                    .bind(&e.detail)
+                    .bind(e.at_ms)
+                    .fetch_one(pool)
+                    .await
+            }
+            Backend::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(EVENT_ADVISORY_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+                let inserted = sqlx::query_scalar(INSERT_EVENT)
+                    .bind(&e.room_id)
+                    .bind(&e.kind)
+                    .bind(&e.participant_id)
+                    .bind(&e.track_id)
+                    .bind(&e.detail)
+                    .bind(e.at_ms)
+                    .fetch_one(&mut *tx)
+                    .await;
+                match inserted {
+                    Ok(seq) => tx.commit().await.map(|()| seq),
+                    // Dropping the transaction rolls it back.
+                    Err(err) => Err(err),
+                }
+            }
+        };
 
         match inserted {
-            Ok(seq) => Ok(seq),
+            Ok(seq) => {
+                self.event_seq.send_if_modified(|highest| {
+                    let raised = seq > *highest;
+                    if raised {
+                        *highest = seq;
+                    }
+                    raised
+                });
+                Ok(seq)
+            }
             Err(err) if is_foreign_key_violation(&err) => Err(StoreError::NotFound {
                 what: "session",
                 id: e.room_id,
@@ -55,7 +104,7 @@ impl Store {
             return Ok(Vec::new());
         }
 
-        let rows = match room_id {
+        let rows = on_pool!(&self.backend, pool => match room_id {
             Some(room_id) => {
                 sqlx::query_as(concat!(
                     "SELECT ",
@@ -65,7 +114,7 @@ impl Store {
                 .bind(room_id)
                 .bind(after_seq)
                 .bind(limit)
-                .fetch_all(&self.pool)
+                .fetch_all(pool)
                 .await?
             }
             None => {
@@ -76,26 +125,10 @@ impl Store {
                 ))
                 .bind(after_seq)
                 .bind(limit)
-                .fetch_all(&self.pool)
+                .fetch_all(pool)
                 .await?
             }
-        };
-        Ok(rows)
-    }
-
-    /// Returns every event of `room_id` in seq order.
-    pub(crate) async fn events_in(
-        conn: &mut SqliteConnection,
-        room_id: &str,
-    ) -> Result<Vec<EventRow>, StoreError> {
-        let rows = sqlx::query_as(concat!(
-            "SELECT ",
-            event_columns!(),
-            " FROM events WHERE room_id = $1 ORDER BY seq"
-        ))
-        .bind(room_id)
-        .fetch_all(conn)
-        .await?;
+        });
         Ok(rows)
     }
 }

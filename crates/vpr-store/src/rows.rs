@@ -60,6 +60,13 @@ pub struct ParticipantRow {
     pub joined_at_ms: Option<i64>,
     pub left_at_ms: Option<i64>,
     pub leave_reason: Option<String>,
+    /// Officer badge number, or empty for other roles.
+    pub badge_id: String,
+    pub can_publish: bool,
+    pub can_subscribe: bool,
+    /// Set when the control plane removed the participant.
+    pub removed_at_ms: Option<i64>,
+    pub removed_reason: Option<String>,
 }
 
 /// Input to [`crate::Store::admit_participant`].
@@ -72,6 +79,10 @@ pub struct NewParticipant {
     /// "resident", "officer" or "observer".
     pub role: String,
     pub admitted_at_ms: i64,
+    /// Officer badge number, or empty for other roles.
+    pub badge_id: String,
+    pub can_publish: bool,
+    pub can_subscribe: bool,
 }
 
 /// One published track, as stored in `tracks`.
@@ -86,6 +97,8 @@ pub struct TrackRow {
     pub codec: String,
     pub published_at_ms: i64,
     pub unpublished_at_ms: Option<i64>,
+    /// True while the control plane keeps the track muted.
+    pub muted: bool,
 }
 
 /// Input to [`crate::Store::track_published`].
@@ -127,8 +140,92 @@ pub struct NewEvent {
     pub at_ms: i64,
 }
 
-/// The full record of one session.
+/// A participant's consent to the parts of a call, as stored in `consents`.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ConsentRow {
+    pub participant_id: String,
+    pub room_id: String,
+    pub live_video: bool,
+    pub audio: bool,
+    pub recording: bool,
+    /// Channel through which consent was given, such as "sms-link" or "verbal".
+    pub channel: String,
+    pub consented_at_ms: i64,
+}
+
+/// Input to [`crate::Store::record_consent`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewConsent {
+    pub participant_id: String,
+    /// Room of the participant. Consent for a participant of another room is rejected.
+    pub room_id: String,
+    pub live_video: bool,
+    pub audio: bool,
+    pub recording: bool,
+    /// Channel through which consent was given, such as "sms-link" or "verbal".
+    pub channel: String,
+    pub consented_at_ms: i64,
+}
+
+/// One entry of the hash-chained audit log, as stored in `audit_log`.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AuditRow {
+    /// 1 for the first entry, then one more than the entry before.
+    pub seq: i64,
+    pub at_ms: i64,
+    /// Id of the API key that made the call.
+    pub key_id: String,
+    /// RPC name, such as "CreateRoom".
+    pub action: String,
+    /// Request arguments as JSON text.
+    pub arguments: String,
+    /// Hex SHA-256 hash of the entry before, or 64 zeros for the first entry.
+    pub prev_hash: String,
+    /// Hex SHA-256 hash of this entry, see [`crate::audit_entry_hash`].
+    pub hash: String,
+}
+
+/// Input to [`crate::Store::append_audit`]. The store assigns seq and the hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAuditEntry {
+    pub at_ms: i64,
+    /// Id of the API key that made the call.
+    pub key_id: String,
+    /// RPC name, such as "CreateRoom".
+    pub action: String,
+    /// Request arguments as JSON text.
+    pub arguments: String,
+}
+
+/// Media quality summary of one participant, as stored in `quality`.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct QualityRow {
+    pub participant_id: String,
+    pub bitrate_kbps: f64,
+    /// Fraction of packets lost, from 0.0 to 1.0.
+    pub packet_loss: f64,
+    pub rtt_ms: f64,
+    /// Number of simulcast layer switches.
+    pub layer_changes: i64,
+    pub updated_at_ms: i64,
+}
+
+/// Filter of [`crate::Store::list_sessions`]. Each field that is `Some` must
+/// match, and the default matches every session.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionFilter {
+    /// [`STATE_OPEN`] or [`STATE_CLOSED`].
+    pub state: Option<String>,
+    pub incident_id: Option<String>,
+    pub disposition: Option<String>,
+    /// Inclusive lower bound of `created_at_ms`.
+    pub created_from_ms: Option<i64>,
+    /// Exclusive upper bound of `created_at_ms`.
+    pub created_to_ms: Option<i64>,
+}
+
+/// The full record of one session.
+#[derive(Debug, Clone, PartialEq)]
 pub struct SessionRecord {
     pub session: SessionRow,
     /// Ordered by admission time, then participant id.
@@ -137,4 +234,8 @@ pub struct SessionRecord {
     pub tracks: Vec<TrackRow>,
     /// Ordered by seq.
     pub events: Vec<EventRow>,
+    /// Ordered by participant id.
+    pub consents: Vec<ConsentRow>,
+    /// Ordered by participant id.
+    pub quality: Vec<QualityRow>,
 }

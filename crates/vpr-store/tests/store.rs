@@ -1,105 +1,22 @@
-//! Tests of the session record store against real SQLite files in a temporary
-//! folder.
+//! Tests of the session lifecycle (sessions, participants, tracks, events)
+//! on a fresh database of each backend: an SQLite file in a temporary folder
+//! and a PostgreSQL database created on the server in `VPR_TEST_POSTGRES_URL`.
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
+mod common;
 
-use vpr_store::{
-    EventRow, NewEvent, NewParticipant, NewSession, NewTrack, ParticipantRow, SessionRow, Store,
-    StoreError, TrackRow,
-};
+use common::{new_event, new_participant, new_session, new_track, TestDb};
+use vpr_store::{EventRow, NewEvent, ParticipantRow, SessionRow, Store, StoreError, TrackRow};
 
-/// Temporary folder for one test's database file, removed on drop.
-struct TempDb {
-    dir: PathBuf,
-}
+on_both_backends!(
+    create_session_is_idempotent,
+    full_lifecycle_is_recorded,
+    lifecycle_errors_name_the_cause,
+    close_all_open_survives_reopen,
+    events_after_orders_filters_and_resumes,
+    concurrent_writers_all_succeed,
+);
 
-impl TempDb {
-    fn new(test: &str) -> TempDb {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir = std::env::temp_dir().join(format!(
-            "vpr-store-{test}-{}-{nanos}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDb { dir }
-    }
-
-    fn url(&self) -> String {
-        format!("sqlite://{}", self.dir.join("sessions.db").display())
-    }
-}
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn new_session(room_id: &str, incident_id: &str, request_id: &str, at_ms: i64) -> NewSession {
-    NewSession {
-        room_id: room_id.to_owned(),
-        incident_id: incident_id.to_owned(),
-        request_id: request_id.to_owned(),
-        call_type: "welfare-check".to_owned(),
-        max_participants: 4,
-        metadata: r#"{"district":"north"}"#.to_owned(),
-        created_at_ms: at_ms,
-    }
-}
-
-fn new_participant(participant_id: &str, room_id: &str, role: &str, at_ms: i64) -> NewParticipant {
-    NewParticipant {
-        participant_id: participant_id.to_owned(),
-        room_id: room_id.to_owned(),
-        identity: format!("{participant_id}@example.test"),
-        display_name: format!("Name of {participant_id}"),
-        role: role.to_owned(),
-        admitted_at_ms: at_ms,
-    }
-}
-
-fn new_track(
-    track_id: &str,
-    room_id: &str,
-    participant_id: &str,
-    kind: &str,
-    at_ms: i64,
-) -> NewTrack {
-    NewTrack {
-        track_id: track_id.to_owned(),
-        room_id: room_id.to_owned(),
-        participant_id: participant_id.to_owned(),
-        kind: kind.to_owned(),
-        codec: if kind == "video" {
-            "video/VP8"
-        } else {
-            "audio/opus"
-        }
-        .to_owned(),
-        published_at_ms: at_ms,
-    }
-}
-
-fn new_event(room_id: &str, kind: &str, at_ms: i64) -> NewEvent {
-    NewEvent {
-        room_id: room_id.to_owned(),
-        kind: kind.to_owned(),
-        participant_id: None,
-        track_id: None,
-        detail: String::new(),
-        at_ms,
-    }
-}
-
-#[tokio::test]
-async fn create_session_is_idempotent() {
-    let db = TempDb::new("idempotent");
+async fn create_session_is_idempotent(db: &TestDb) {
     let store = Store::open(&db.url()).await.unwrap();
 
     let (first, created) = store
@@ -141,9 +58,7 @@ async fn create_session_is_idempotent() {
     store.close().await;
 }
 
-#[tokio::test]
-async fn full_lifecycle_is_recorded() {
-    let db = TempDb::new("lifecycle");
+async fn full_lifecycle_is_recorded(db: &TestDb) {
     let store = Store::open(&db.url()).await.unwrap();
 
     store
@@ -265,6 +180,11 @@ async fn full_lifecycle_is_recorded() {
                 joined_at_ms: Some(1_300),
                 left_at_ms: Some(2_000),
                 leave_reason: Some("call ended".to_owned()),
+                badge_id: "4711".to_owned(),
+                can_publish: true,
+                can_subscribe: true,
+                removed_at_ms: None,
+                removed_reason: None,
             },
             ParticipantRow {
                 participant_id: "resident-1".to_owned(),
@@ -276,6 +196,11 @@ async fn full_lifecycle_is_recorded() {
                 joined_at_ms: Some(1_400),
                 left_at_ms: Some(1_900),
                 leave_reason: Some("hung up".to_owned()),
+                badge_id: String::new(),
+                can_publish: true,
+                can_subscribe: true,
+                removed_at_ms: None,
+                removed_reason: None,
             },
         ]
     );
@@ -290,6 +215,7 @@ async fn full_lifecycle_is_recorded() {
                 codec: "audio/opus".to_owned(),
                 published_at_ms: 1_500,
                 unpublished_at_ms: Some(2_000),
+                muted: false,
             },
             TrackRow {
                 track_id: "t-resident-video".to_owned(),
@@ -299,6 +225,7 @@ async fn full_lifecycle_is_recorded() {
                 codec: "video/VP8".to_owned(),
                 published_at_ms: 1_600,
                 unpublished_at_ms: Some(1_800),
+                muted: false,
             },
             TrackRow {
                 track_id: "t-resident-audio".to_owned(),
@@ -308,6 +235,7 @@ async fn full_lifecycle_is_recorded() {
                 codec: "audio/opus".to_owned(),
                 published_at_ms: 1_700,
                 unpublished_at_ms: Some(1_900),
+                muted: false,
             },
         ]
     );
@@ -335,12 +263,14 @@ async fn full_lifecycle_is_recorded() {
         ]
     );
 
+    assert_eq!(record.consents, Vec::new());
+    assert_eq!(record.quality, Vec::new());
+
     store.close().await;
 }
 
-#[tokio::test]
-async fn lifecycle_errors_name_the_cause() {
-    let store = Store::open("sqlite::memory:").await.unwrap();
+async fn lifecycle_errors_name_the_cause(db: &TestDb) {
+    let store = Store::open(&db.url()).await.unwrap();
     store
         .create_session(new_session("room-1", "inc-1", "req-1", 1_000))
         .await
@@ -489,11 +419,10 @@ async fn lifecycle_errors_name_the_cause() {
     );
 
     assert_eq!(store.session("room-404").await.unwrap(), None);
+    store.close().await;
 }
 
-#[tokio::test]
-async fn close_all_open_survives_reopen() {
-    let db = TempDb::new("close-all");
+async fn close_all_open_survives_reopen(db: &TestDb) {
     let store = Store::open(&db.url()).await.unwrap();
 
     for (room_id, request_id) in [
@@ -528,10 +457,12 @@ async fn close_all_open_survives_reopen() {
         .await
         .unwrap();
 
-    assert!(
-        db.dir.join("sessions.db-wal").exists(),
-        "file database is not in WAL mode"
-    );
+    if let TestDb::Sqlite { dir } = db {
+        assert!(
+            dir.join("sessions.db-wal").exists(),
+            "file database is not in WAL mode"
+        );
+    }
 
     let closed = store.close_all_open("server restart", 3_000).await.unwrap();
     assert_eq!(closed, vec!["room-a".to_owned(), "room-b".to_owned()]);
@@ -584,9 +515,7 @@ async fn close_all_open_survives_reopen() {
     reopened.close().await;
 }
 
-#[tokio::test]
-async fn events_after_orders_filters_and_resumes() {
-    let db = TempDb::new("events");
+async fn events_after_orders_filters_and_resumes(db: &TestDb) {
     let store = Store::open(&db.url()).await.unwrap();
     store
         .create_session(new_session("room-a", "inc-1", "req-a", 1_000))
@@ -660,9 +589,7 @@ async fn events_after_orders_filters_and_resumes() {
     store.close().await;
 }
 
-#[tokio::test]
-async fn concurrent_writers_all_succeed() {
-    let db = TempDb::new("concurrent");
+async fn concurrent_writers_all_succeed(db: &TestDb) {
     let store = Store::open(&db.url()).await.unwrap();
     store
         .create_session(new_session("room-1", "inc-1", "req-1", 1_000))
@@ -710,4 +637,31 @@ async fn concurrent_writers_all_succeed() {
     }
 
     store.close().await;
+}
+
+#[tokio::test]
+async fn in_memory_store_keeps_rows() {
+    let store = Store::open("sqlite::memory:").await.unwrap();
+    store
+        .create_session(new_session("room-1", "inc-1", "req-1", 1_000))
+        .await
+        .unwrap();
+    store
+        .admit_participant(new_participant("p-1", "room-1", "officer", 1_100))
+        .await
+        .unwrap();
+
+    let participants = store.list_participants("room-1").await.unwrap();
+    assert_eq!(participants.len(), 1);
+    assert_eq!(participants[0].badge_id, "4711");
+    store.close().await;
+}
+
+#[tokio::test]
+async fn unsupported_url_names_the_scheme() {
+    let opened = Store::open("mysql://user:secret@127.0.0.1/vpr").await;
+    let Err(StoreError::UnsupportedUrl { scheme }) = opened else {
+        panic!("expected UnsupportedUrl, got {opened:?}");
+    };
+    assert_eq!(scheme, "mysql");
 }

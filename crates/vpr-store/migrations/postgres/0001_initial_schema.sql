@@ -1,9 +1,10 @@
 -- Session record schema: one row per room (a call), its participants, their
 -- tracks and an append-only event log.
 --
--- Written to run unchanged on SQLite and PostgreSQL, except `events.seq`
--- (see below). Times are unix milliseconds (UTC) in BIGINT columns, because
--- PostgreSQL's INTEGER is 32 bits wide.
+-- PostgreSQL version of migrations/sqlite/0001_initial_schema.sql, with the
+-- same tables and columns. Only `events.seq` differs. Times are unix
+-- milliseconds (UTC) in BIGINT columns, because PostgreSQL's INTEGER is 32 bits
+-- wide.
 
 CREATE TABLE sessions (
     room_id          TEXT    NOT NULL PRIMARY KEY,
@@ -28,7 +29,7 @@ CREATE TABLE participants (
     room_id        TEXT   NOT NULL REFERENCES sessions (room_id),
     identity       TEXT   NOT NULL,
     display_name   TEXT   NOT NULL DEFAULT '',
-    role           TEXT   NOT NULL CHECK (role IN ('resident', 'officer', 'observer')),
+    role           TEXT   NOT NULL CHECK (role IN ('resident', 'officer', 'observer', 'dispatcher')),
     admitted_at_ms BIGINT NOT NULL,
     joined_at_ms   BIGINT NULL,
     left_at_ms     BIGINT NULL,
@@ -53,9 +54,8 @@ CREATE INDEX tracks_participant_id_idx ON tracks (participant_id);
 -- participant_id and track_id carry no foreign key, because an event may name
 -- a participant that was never admitted (a rejected join, for example).
 CREATE TABLE events (
-    -- PostgreSQL: `seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY`.
-    -- AUTOINCREMENT keeps SQLite from reusing the seq of a deleted last row.
-    seq            INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+    -- An identity never hands out a value twice, like AUTOINCREMENT on SQLite.
+    seq            BIGINT  GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     room_id        TEXT    NOT NULL REFERENCES sessions (room_id),
     kind           TEXT    NOT NULL,
     participant_id TEXT    NULL,
