@@ -107,6 +107,7 @@ async fn main() -> anyhow::Result<()> {
         },
     );
 
+    let control_draining = room_service.drain_flag();
     let signal_state = SignalState::new(media.clone(), signer, store.clone());
     let signal_config = SignalConfig {
         max_body_bytes: config.http.max_body_bytes,
@@ -141,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
     shutdown_signal().await;
     info!("shutdown requested; draining");
     signal_state.draining.store(true, Ordering::Relaxed);
+    control_draining.store(true, Ordering::Relaxed);
 
     // Open calls get the drain time to end on their own.
     let drain_deadline = Instant::now() + Duration::from_secs(config.shutdown.drain_timeout_s);

@@ -17,6 +17,10 @@ pub enum ControlError {
         /// The rule the value breaks, e.g. "must be 1 to 128 characters".
         rule: String,
     },
+    /// The server is shutting down and opens no rooms and admits no one;
+    /// maps to UNAVAILABLE so the caller retries on another server.
+    #[error("server is shutting down; retry on another server")]
+    Draining,
     /// No room has this id; maps to NOT_FOUND.
     #[error("room {0} not found")]
     RoomNotFound(String),
@@ -90,6 +94,7 @@ impl ControlError {
     pub fn code(&self) -> Code {
         match self {
             ControlError::InvalidArgument { .. } => Code::InvalidArgument,
+            ControlError::Draining => Code::Unavailable,
             ControlError::RoomNotFound(_) => Code::NotFound,
             ControlError::RoomClosed(_) => Code::FailedPrecondition,
             ControlError::RoomFull { .. } => Code::ResourceExhausted,

@@ -86,6 +86,8 @@ pub struct RoomServiceImpl {
     admissions: tokio::sync::Mutex<()>,
     /// Set to true to end the WatchEvents streams.
     streams_stopped: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Set on shutdown: CreateRoom and AdmitParticipant return UNAVAILABLE.
+    draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl RoomServiceImpl {
@@ -106,6 +108,21 @@ impl RoomServiceImpl {
             config,
             admissions: tokio::sync::Mutex::new(()),
             streams_stopped: Arc::new(streams_stopped),
+            draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        }
+    }
+
+    /// Returns the flag that, once set, makes CreateRoom and
+    /// AdmitParticipant return UNAVAILABLE while open calls drain.
+    pub fn drain_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.draining.clone()
+    }
+
+    fn reject_if_draining(&self) -> Result<(), ControlError> {
+        if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
+            Err(ControlError::Draining)
+        } else {
+            Ok(())
         }
     }
 

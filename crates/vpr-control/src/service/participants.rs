@@ -17,6 +17,7 @@ impl RoomServiceImpl {
         request: pb::AdmitParticipantRequest,
         key_id: &str,
     ) -> Result<pb::AdmitParticipantResponse, ControlError> {
+        self.reject_if_draining()?;
         let now_ms = unix_now_ms();
         let max_token_ttl_s =
             u32::try_from(self.config.max_token_ttl.as_secs()).unwrap_or(u32::MAX);

@@ -17,6 +17,7 @@ impl RoomServiceImpl {
         request: pb::CreateRoomRequest,
         key_id: &str,
     ) -> Result<pb::CreateRoomResponse, ControlError> {
+        self.reject_if_draining()?;
         validate::create_room(&request, self.config.max_participants_limit)?;
 
         let max_participants = match request.max_participants {
