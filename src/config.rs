@@ -46,11 +46,28 @@ impl Default for HttpConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct GrpcConfig {
     pub listen: SocketAddr,
+    /// PEM certificate chain; with `tls_key`, the listener serves TLS.
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of the certificate.
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 impl Default for GrpcConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 50051)) }
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 50051)), tls_cert: None, tls_key: None }
+    }
+}
+
+impl GrpcConfig {
+    /// TLS files when both are set.
+    pub fn tls_files(&self) -> Option<vpr_control::TlsFiles> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert_path), Some(key_path)) => Some(vpr_control::TlsFiles {
+                cert_path: cert_path.clone(),
+                key_path: key_path.clone(),
+            }),
+            _ => None,
+        }
     }
 }
 
@@ -194,6 +211,9 @@ impl Config {
         }
         if self.auth.api_keys.is_empty() {
             bail!("auth.api_keys is empty: the control plane would accept no caller");
+        }
+        if self.grpc.tls_cert.is_some() != self.grpc.tls_key.is_some() {
+            bail!("grpc.tls_cert and grpc.tls_key must be set together");
         }
         if self.http.max_body_bytes == 0 {
             bail!("http.max_body_bytes must be positive");

@@ -136,7 +136,8 @@ async fn main() -> anyhow::Result<()> {
     let grpc_task = tokio::spawn({
         let stop = wait_stop(stop_receiver.clone());
         let api_keys = config.auth.api_keys.clone();
-        async move { vpr_control::serve(grpc_listener, room_service, &api_keys, stop).await }
+        let options = vpr_control::ServeOptions { tls: config.grpc.tls_files() };
+        async move { vpr_control::serve_with(grpc_listener, room_service, &api_keys, options, stop).await }
     });
 
     shutdown_signal().await;
