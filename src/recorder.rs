@@ -3,7 +3,7 @@
 use tokio::sync::mpsc;
 use tracing::warn;
 use vpr_sfu::MediaEvent;
-use vpr_store::{NewEvent, NewTrack, Store};
+use vpr_store::{NewEvent, NewTrack, QualityRow, Store};
 
 /// Consumes media events until the media worker drops its sender.
 pub async fn run(store: Store, mut events: mpsc::UnboundedReceiver<MediaEvent>) {
@@ -28,6 +28,28 @@ async fn record(store: &Store, event: &MediaEvent) -> Result<(), vpr_store::Stor
         MediaEvent::SessionReplaced { room_id, participant_id, at_ms } => {
             let detail = serde_json::json!({ "reason": "replaced by a new connection" }).to_string();
             append(store, room_id, "participant_reconnected", Some(participant_id), None, detail, *at_ms).await
+        }
+        MediaEvent::QualityReport { participant_id, bitrate_kbps, packet_loss, rtt_ms, at_ms, .. } => {
+            let previous = store.quality(participant_id).await?;
+            store
+                .upsert_quality(QualityRow {
+                    participant_id: participant_id.clone(),
+                    bitrate_kbps: *bitrate_kbps,
+                    packet_loss: *packet_loss,
+                    rtt_ms: *rtt_ms,
+                    layer_changes: previous.map(|q| q.layer_changes).unwrap_or(0),
+                    updated_at_ms: *at_ms,
+                })
+                .await
+        }
+        MediaEvent::QualityAlert { room_id, participant_id, raised, packet_loss, rtt_ms, at_ms } => {
+            let detail = serde_json::json!({
+                "state": if *raised { "raised" } else { "cleared" },
+                "packet_loss": packet_loss,
+                "rtt_ms": rtt_ms,
+            })
+            .to_string();
+            append(store, room_id, "quality_alert", Some(participant_id), None, detail, *at_ms).await
         }
         MediaEvent::TrackPublished { room_id, participant_id, track_id, kind, codec, at_ms } => {
             store

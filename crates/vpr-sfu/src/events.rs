@@ -23,7 +23,7 @@ impl TrackKind {
 
 /// A change in a room that the session record keeps. Times are unix
 /// milliseconds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum MediaEvent {
     /// The participant's first peer connection reached the connected state.
     ParticipantJoined {
@@ -52,6 +52,37 @@ pub enum MediaEvent {
         room_id: String,
         /// Participant id.
         participant_id: String,
+        /// When it happened.
+        at_ms: i64,
+    },
+    /// Quality of a participant's connections over the last interval.
+    QualityReport {
+        /// Room id.
+        room_id: String,
+        /// Participant id.
+        participant_id: String,
+        /// Media bitrate to and from the participant, in kbit/s.
+        bitrate_kbps: f64,
+        /// Worst loss fraction of its connections, 0 to 1.
+        packet_loss: f64,
+        /// Worst round-trip time in milliseconds; 0 when unknown.
+        rtt_ms: f64,
+        /// When it was measured.
+        at_ms: i64,
+    },
+    /// A participant's quality crossed an alert threshold (`raised`) or
+    /// came back under the clear thresholds.
+    QualityAlert {
+        /// Room id.
+        room_id: String,
+        /// Participant id.
+        participant_id: String,
+        /// True when raised, false when cleared.
+        raised: bool,
+        /// Loss fraction of the interval that changed the state.
+        packet_loss: f64,
+        /// Round-trip time in milliseconds; 0 when unknown.
+        rtt_ms: f64,
         /// When it happened.
         at_ms: i64,
     },

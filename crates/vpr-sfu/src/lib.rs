@@ -15,6 +15,7 @@ pub mod keyframe;
 pub mod metrics;
 pub mod negotiate;
 pub mod offer;
+pub mod quality;
 pub mod throttle;
 
 mod room;

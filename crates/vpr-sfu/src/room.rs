@@ -11,6 +11,7 @@ use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 
 use crate::downtrack::{DownTrack, LegParameters};
 use crate::events::TrackKind;
+use crate::quality::AlertState;
 use crate::throttle::KeyframeThrottle;
 
 /// Key of a peer connection inside the worker.
@@ -67,6 +68,8 @@ pub(crate) struct Room {
     pub peers: Vec<PeerKey>,
     pub publications: HashMap<PublicationKey, Publication>,
     pub presence: HashMap<String, Presence>,
+    /// Quality alert state per participant.
+    pub alerts: HashMap<String, AlertState>,
 }
 
 impl Room {
@@ -76,6 +79,7 @@ impl Room {
             peers: Vec::new(),
             publications: HashMap::new(),
             presence: HashMap::new(),
+            alerts: HashMap::new(),
         }
     }
 

@@ -25,6 +25,8 @@ use rtc::rtp::packet::Packet;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpParameters, RtpCodecKind};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use rtc::statistics::report::{RTCStatsReport, RTCStatsReportEntry};
+use rtc::statistics::StatsSelector;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -36,6 +38,7 @@ use crate::error::MediaError;
 use crate::events::{unix_ms_now, MediaEvent, TrackKind};
 use crate::metrics::Metrics;
 use crate::negotiate::{Direction, Negotiated};
+use crate::quality::{AlertChange, QualitySample, RateTracker, TransportCounters};
 use crate::room::{Binding, PeerKey, Presence, Publication, PublicationKey, Room, RoomKey, Slot};
 use crate::throttle::KeyframeThrottle;
 
@@ -43,6 +46,8 @@ use crate::throttle::KeyframeThrottle;
 const RECV_BATCH: usize = 64;
 /// Interval of the sweep for connect timeouts and deferred keyframe requests.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(100);
+/// Interval of the quality reports per participant.
+const QUALITY_INTERVAL: Duration = Duration::from_secs(2);
 
 /// A session the signalling layer negotiated, handed to the worker.
 pub(crate) struct SessionSetup {
@@ -84,6 +89,7 @@ struct Peer {
     receivers: HashMap<String, PublicationKey>,
     /// Subscriber side: one slot per offered m-section.
     slots: Vec<Slot>,
+    quality: RateTracker,
 }
 
 pub(crate) struct Worker {
@@ -101,6 +107,7 @@ pub(crate) struct Worker {
     next_key: u64,
     touched: Vec<PeerKey>,
     dropped_logged_at: Option<Instant>,
+    next_quality_at: Instant,
 }
 
 impl Worker {
@@ -126,6 +133,7 @@ impl Worker {
             next_key: 1,
             touched: Vec::new(),
             dropped_logged_at: None,
+            next_quality_at: Instant::now() + QUALITY_INTERVAL,
         })
     }
 
@@ -325,6 +333,7 @@ impl Worker {
             touched: false,
             receivers: HashMap::new(),
             slots,
+            quality: RateTracker::default(),
         };
         Self::touch(&mut self.touched, &mut peer, key);
         self.peers.insert(key, peer);
@@ -449,6 +458,11 @@ impl Worker {
     }
 
     fn housekeeping(&mut self, now: Instant) {
+        if now >= self.next_quality_at {
+            self.next_quality_at = now + QUALITY_INTERVAL;
+            self.report_quality(now);
+        }
+
         let expired: Vec<PeerKey> = self
             .peers
             .iter()
@@ -465,6 +479,51 @@ impl Worker {
                 if publication.throttle.handle_timeout(now) {
                     send_keyframe_request(peers, touched, metrics, publication, now);
                 }
+            }
+        }
+    }
+
+    /// Samples every connected peer's statistics and reports quality per
+    /// participant, with alert changes.
+    fn report_quality(&mut self, now: Instant) {
+        let mut samples: HashMap<(RoomKey, String), QualitySample> = HashMap::new();
+        for peer in self.peers.values_mut() {
+            if !peer.connected {
+                continue;
+            }
+            let report = peer.pc.get_stats(now, StatsSelector::None);
+            let Some(sample) = peer.quality.update(now, transport_counters(&report)) else { continue };
+            samples
+                .entry((peer.room, peer.participant_id.clone()))
+                .and_modify(|combined| *combined = combined.combine(sample))
+                .or_insert(sample);
+        }
+
+        let at_ms = unix_ms_now();
+        for ((room_key, participant_id), sample) in samples {
+            let Some(room) = self.rooms.get_mut(&room_key) else { continue };
+            let rtt_ms = sample.round_trip_time.map(|rtt| rtt.as_secs_f64() * 1000.0).unwrap_or(0.0);
+            let _ = self.events.send(MediaEvent::QualityReport {
+                room_id: room.room_id.clone(),
+                participant_id: participant_id.clone(),
+                bitrate_kbps: sample.bitrate_kbps,
+                packet_loss: sample.packet_loss,
+                rtt_ms,
+                at_ms,
+            });
+            let change = room.alerts.entry(participant_id.clone()).or_default().update(&sample);
+            if let Some(change) = change {
+                let raised = change == AlertChange::Raised;
+                warn!(room_id = %room.room_id, participant_id = %participant_id, raised,
+                    packet_loss = sample.packet_loss, rtt_ms, "quality alert changed");
+                let _ = self.events.send(MediaEvent::QualityAlert {
+                    room_id: room.room_id.clone(),
+                    participant_id,
+                    raised,
+                    packet_loss: sample.packet_loss,
+                    rtt_ms,
+                    at_ms,
+                });
             }
         }
     }
@@ -897,6 +956,33 @@ fn flush_writes(socket: &UdpSocket, metrics: &Metrics, pc: &mut RTCPeerConnectio
             Err(err) => debug!(to = %message.transport.peer_addr, error = %err, "media socket send failed"),
         }
     }
+}
+
+/// Reads the counters quality is computed from out of a stats report.
+fn transport_counters(report: &RTCStatsReport) -> TransportCounters {
+    let mut counters = TransportCounters::default();
+    for entry in report.iter() {
+        match entry {
+            RTCStatsReportEntry::InboundRtp(inbound) => {
+                counters.bytes += inbound.bytes_received;
+                counters.packets_received += inbound.received_rtp_stream_stats.packets_received;
+                counters.packets_lost += inbound.received_rtp_stream_stats.packets_lost;
+            }
+            RTCStatsReportEntry::OutboundRtp(outbound) => {
+                counters.bytes += outbound.sent_rtp_stream_stats.bytes_sent;
+            }
+            RTCStatsReportEntry::RemoteInboundRtp(remote) => {
+                let lost = counters.reported_fraction_lost.unwrap_or(0.0).max(remote.fraction_lost);
+                counters.reported_fraction_lost = Some(lost);
+                if remote.round_trip_time_measurements > 0 {
+                    let rtt = Duration::from_secs_f64(remote.round_trip_time.max(0.0));
+                    counters.round_trip_time = Some(counters.round_trip_time.map_or(rtt, |known| known.max(rtt)));
+                }
+            }
+            _ => {}
+        }
+    }
+    counters
 }
 
 fn leg_parameters(parameters: &RTCRtpParameters) -> LegParameters {

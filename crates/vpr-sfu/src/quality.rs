@@ -1,0 +1,175 @@
+//! Connection quality per participant: bitrate, packet loss and round-trip
+//! time from each peer connection's statistics, and a quality alert with
+//! hysteresis so that a link near the threshold does not flap.
+
+use std::time::{Duration, Instant};
+
+/// Loss fraction at or above which an alert is raised.
+pub const ALERT_LOSS: f64 = 0.05;
+/// Round-trip time at or above which an alert is raised.
+pub const ALERT_RTT: Duration = Duration::from_millis(400);
+/// Loss fraction below which a raised alert may clear.
+pub const CLEAR_LOSS: f64 = 0.02;
+/// Round-trip time below which a raised alert may clear.
+pub const CLEAR_RTT: Duration = Duration::from_millis(300);
+
+/// Cumulative counters read from one peer connection's statistics.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TransportCounters {
+    /// RTP bytes received from the client plus bytes sent to it.
+    pub bytes: u64,
+    /// RTP packets received from the client (publishing sessions).
+    pub packets_received: u64,
+    /// RTP packets lost on the way from the client (publishing sessions).
+    pub packets_lost: i64,
+    /// Loss fraction the client reports in its receiver reports (receiving
+    /// sessions), 0 to 1.
+    pub reported_fraction_lost: Option<f64>,
+    /// Round-trip time from the client's receiver reports.
+    pub round_trip_time: Option<Duration>,
+}
+
+/// Quality of one interval.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QualitySample {
+    /// Media bitrate over the interval, in kbit/s.
+    pub bitrate_kbps: f64,
+    /// Loss fraction over the interval, 0 to 1.
+    pub packet_loss: f64,
+    /// Latest round-trip time, when known.
+    pub round_trip_time: Option<Duration>,
+}
+
+impl QualitySample {
+    /// Combines the samples of one participant's connections: bitrates add
+    /// up, the worst loss and round-trip time count.
+    pub fn combine(self, other: QualitySample) -> QualitySample {
+        QualitySample {
+            bitrate_kbps: self.bitrate_kbps + other.bitrate_kbps,
+            packet_loss: self.packet_loss.max(other.packet_loss),
+            round_trip_time: match (self.round_trip_time, other.round_trip_time) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            },
+        }
+    }
+}
+
+/// Turns successive counters of one connection into interval samples.
+#[derive(Debug, Default)]
+pub struct RateTracker {
+    last: Option<(Instant, TransportCounters)>,
+}
+
+impl RateTracker {
+    /// Records `counters` read at `now`; returns the sample since the last
+    /// call, or `None` on the first call.
+    pub fn update(&mut self, now: Instant, counters: TransportCounters) -> Option<QualitySample> {
+        let previous = self.last.replace((now, counters));
+        let (then, before) = previous?;
+        let seconds = now.saturating_duration_since(then).as_secs_f64();
+        if seconds <= 0.0 {
+            return None;
+        }
+
+        let bytes = counters.bytes.saturating_sub(before.bytes);
+        let received = counters.packets_received.saturating_sub(before.packets_received);
+        let lost = (counters.packets_lost - before.packets_lost).max(0) as u64;
+        let ingress_loss = if received + lost > 0 { lost as f64 / (received + lost) as f64 } else { 0.0 };
+        let packet_loss = ingress_loss.max(counters.reported_fraction_lost.unwrap_or(0.0));
+
+        Some(QualitySample {
+            bitrate_kbps: bytes as f64 * 8.0 / 1000.0 / seconds,
+            packet_loss,
+            round_trip_time: counters.round_trip_time,
+        })
+    }
+}
+
+/// A change of a participant's alert state.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AlertChange {
+    /// Quality crossed an alert threshold.
+    Raised,
+    /// Quality is back under both clear thresholds.
+    Cleared,
+}
+
+/// Alert state of one participant.
+#[derive(Debug, Default)]
+pub struct AlertState {
+    raised: bool,
+}
+
+impl AlertState {
+    /// Feeds one sample; returns the change it causes, if any.
+    pub fn update(&mut self, sample: &QualitySample) -> Option<AlertChange> {
+        let rtt = sample.round_trip_time.unwrap_or(Duration::ZERO);
+        if !self.raised && (sample.packet_loss >= ALERT_LOSS || rtt >= ALERT_RTT) {
+            self.raised = true;
+            return Some(AlertChange::Raised);
+        }
+        if self.raised && sample.packet_loss < CLEAR_LOSS && rtt < CLEAR_RTT {
+            self.raised = false;
+            return Some(AlertChange::Cleared);
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counters(bytes: u64, received: u64, lost: i64) -> TransportCounters {
+        TransportCounters { bytes, packets_received: received, packets_lost: lost, ..Default::default() }
+    }
+
+    #[test]
+    fn rate_tracker_computes_bitrate_and_loss() {
+        let start = Instant::now();
+        let mut tracker = RateTracker::default();
+        assert_eq!(tracker.update(start, counters(0, 0, 0)), None);
+        let sample = tracker
+            .update(start + Duration::from_secs(2), counters(250_000, 190, 10))
+            .expect("second reading gives a sample");
+        assert!((sample.bitrate_kbps - 1000.0).abs() < 1e-9, "{sample:?}");
+        assert!((sample.packet_loss - 0.05).abs() < 1e-9, "{sample:?}");
+    }
+
+    #[test]
+    fn reported_loss_counts_for_receivers() {
+        let start = Instant::now();
+        let mut tracker = RateTracker::default();
+        tracker.update(start, TransportCounters::default());
+        let reading = TransportCounters { reported_fraction_lost: Some(0.1), ..Default::default() };
+        let sample = tracker.update(start + Duration::from_secs(1), reading).unwrap();
+        assert!((sample.packet_loss - 0.1).abs() < 1e-9);
+    }
+
+    #[test]
+    fn alert_has_hysteresis() {
+        let sample = |loss, rtt_ms| QualitySample {
+            bitrate_kbps: 500.0,
+            packet_loss: loss,
+            round_trip_time: Some(Duration::from_millis(rtt_ms)),
+        };
+        let mut alert = AlertState::default();
+        assert_eq!(alert.update(&sample(0.01, 50)), None);
+        assert_eq!(alert.update(&sample(0.06, 50)), Some(AlertChange::Raised));
+        assert_eq!(alert.update(&sample(0.03, 50)), None, "between thresholds stays raised");
+        assert_eq!(alert.update(&sample(0.01, 350)), None, "RTT above clear threshold stays raised");
+        assert_eq!(alert.update(&sample(0.01, 50)), Some(AlertChange::Cleared));
+        assert_eq!(alert.update(&sample(0.0, 450)), Some(AlertChange::Raised));
+    }
+
+    #[test]
+    fn combine_adds_bitrate_and_keeps_worst() {
+        let a = QualitySample { bitrate_kbps: 300.0, packet_loss: 0.01, round_trip_time: None };
+        let b = QualitySample { bitrate_kbps: 200.0, packet_loss: 0.04, round_trip_time: Some(Duration::from_millis(80)) };
+        let both = a.combine(b);
+        assert_eq!(both.bitrate_kbps, 500.0);
+        assert_eq!(both.packet_loss, 0.04);
+        assert_eq!(both.round_trip_time, Some(Duration::from_millis(80)));
+    }
+}
