@@ -108,7 +108,8 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let control_draining = room_service.drain_flag();
-    let signal_state = SignalState::new(media.clone(), signer, store.clone());
+    let mut signal_state = SignalState::new(media.clone(), signer, store.clone());
+    signal_state.control_metrics = Some(room_service.metrics());
     let signal_config = SignalConfig {
         max_body_bytes: config.http.max_body_bytes,
         cors_allowed_origins: config.http.cors_allowed_origins.clone(),

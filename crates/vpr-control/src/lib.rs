@@ -15,6 +15,7 @@ pub mod auth;
 pub mod convert;
 pub mod error;
 pub mod media;
+pub mod metrics;
 pub mod paging;
 pub mod room_settings;
 pub mod scope;
@@ -37,6 +38,7 @@ pub use auth::{
 };
 pub use error::ControlError;
 pub use media::MediaRooms;
+pub use metrics::ControlMetrics;
 pub use scope::{Scope, ScopeSet};
 pub use server::{
     authenticated_service, serve, serve_with, AuthenticatedRoomService, ServeError, ServeOptions,

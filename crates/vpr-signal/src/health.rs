@@ -26,6 +26,12 @@ pub async fn readyz(State(state): State<SignalState>) -> (StatusCode, &'static s
 pub async fn metrics(State(state): State<SignalState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.media.metrics().render(),
+        {
+            let mut text = state.media.metrics().render();
+            if let Some(control) = &state.control_metrics {
+                text.push_str(&control.render());
+            }
+            text
+        },
     )
 }

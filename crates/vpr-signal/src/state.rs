@@ -32,6 +32,9 @@ pub struct SignalState {
     pub sessions: Arc<DashMap<String, SessionOwner>>,
     /// Set on SIGTERM: no new sessions, not ready.
     pub draining: Arc<AtomicBool>,
+    /// Control-plane counters appended to /metrics, when the control plane
+    /// runs in this process.
+    pub control_metrics: Option<Arc<vpr_control::ControlMetrics>>,
 }
 
 impl SignalState {
@@ -44,6 +47,7 @@ impl SignalState {
             store,
             sessions: Arc::new(DashMap::new()),
             draining: Arc::new(AtomicBool::new(false)),
+            control_metrics: None,
         }
     }
 }

@@ -88,6 +88,7 @@ pub struct RoomServiceImpl {
     streams_stopped: Arc<tokio::sync::watch::Sender<bool>>,
     /// Set on shutdown: CreateRoom and AdmitParticipant return UNAVAILABLE.
     draining: Arc<std::sync::atomic::AtomicBool>,
+    metrics: Arc<crate::ControlMetrics>,
 }
 
 impl RoomServiceImpl {
@@ -109,7 +110,13 @@ impl RoomServiceImpl {
             admissions: tokio::sync::Mutex::new(()),
             streams_stopped: Arc::new(streams_stopped),
             draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            metrics: Arc::new(crate::ControlMetrics::default()),
         }
+    }
+
+    /// Returns the WatchEvents counters for the metrics endpoint.
+    pub fn metrics(&self) -> Arc<crate::ControlMetrics> {
+        self.metrics.clone()
     }
 
     /// Returns the flag that, once set, makes CreateRoom and

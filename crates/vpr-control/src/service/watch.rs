@@ -8,6 +8,8 @@
 
 use std::pin::Pin;
 
+use std::sync::atomic::Ordering;
+
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
@@ -48,6 +50,7 @@ impl RoomServiceImpl {
             last_seq: request.after_seq,
             sender,
             stopped: self.streams_stopped.subscribe(),
+            metrics: self.metrics.clone(),
         };
         tokio::spawn(watcher.run());
         Ok(Box::pin(ReceiverStream::new(receiver)))
@@ -62,12 +65,15 @@ struct Watcher {
     last_seq: i64,
     sender: mpsc::Sender<Result<pb::Event, Status>>,
     stopped: watch::Receiver<bool>,
+    metrics: std::sync::Arc<crate::ControlMetrics>,
 }
 
 impl Watcher {
     async fn run(mut self) {
+        self.metrics.event_streams.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(room_id = ?self.room_id, after_seq = self.last_seq, "event stream started");
         let result = self.forward().await;
+        self.metrics.event_streams.fetch_sub(1, Ordering::Relaxed);
         if let Err(error) = &result {
             tracing::error!(room_id = ?self.room_id, last_seq = self.last_seq, %error,
                 "event stream failed");
@@ -125,6 +131,12 @@ impl Watcher {
                 if self.sender.send(Ok(convert::event(&row))).await.is_err() {
                     return Ok(false);
                 }
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(row.at_ms);
+                self.metrics.events_streamed.fetch_add(1, Ordering::Relaxed);
+                self.metrics.event_stream_lag_ms.store(now_ms - row.at_ms, Ordering::Relaxed);
             }
             if batch_len < BATCH_SIZE as usize {
                 return Ok(true);
