@@ -51,6 +51,22 @@ pub struct SessionRequest {
     pub direction: Direction,
     /// The client's SDP offer.
     pub offer_sdp: String,
+    /// Where the server's later offers go; required for
+    /// [`Direction::Participate`].
+    pub signals: Option<mpsc::UnboundedSender<PeerSignal>>,
+}
+
+/// A message from the media plane to a renegotiated session's signalling
+/// channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerSignal {
+    /// A new SDP offer: the room's tracks changed.
+    Offer(String),
+    /// The session ended on the server's side.
+    Ended {
+        /// Why, such as "removed by dispatcher" or "room_closed".
+        reason: String,
+    },
 }
 
 /// The answer to a session request.
@@ -186,12 +202,22 @@ impl MediaHandle {
             is_resident: request.is_resident,
             direction: request.direction,
             negotiated,
+            signals: request.signals,
         };
         self.commands
             .send(Command::AddSession { setup: Box::new(setup), reply })
             .map_err(|_| MediaError::WorkerStopped)?;
         response.await.map_err(|_| MediaError::WorkerStopped)??;
         Ok(SessionAnswer { session_id, answer_sdp })
+    }
+
+    /// Applies the client's answer to the server's last offer.
+    pub async fn apply_answer(&self, session_id: &str, answer_sdp: String) -> Result<(), MediaError> {
+        let (reply, response) = oneshot::channel();
+        self.commands
+            .send(Command::ApplyAnswer { session_id: session_id.to_owned(), answer_sdp, reply })
+            .map_err(|_| MediaError::WorkerStopped)?;
+        response.await.map_err(|_| MediaError::WorkerStopped)?
     }
 
     /// Ends a session; `SessionNotFound` when it is not live.

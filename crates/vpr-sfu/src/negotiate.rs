@@ -34,6 +34,9 @@ pub enum Direction {
     Publish,
     /// WHEP: the client receives the room's media.
     Subscribe,
+    /// WebSocket join: the client publishes and receives over one peer
+    /// connection, and the server offers again as tracks come and go.
+    Participate,
 }
 
 /// A sender added for a subscriber: one per offered m-section.

@@ -53,6 +53,9 @@ pub(crate) struct Slot {
     pub leg: LegParameters,
     pub bound: Option<PublicationKey>,
     pub track: DownTrack,
+    /// The sender was removed from the peer connection (renegotiated
+    /// sessions); the slot stays as a tombstone so indices stay valid.
+    pub removed: bool,
 }
 
 /// How many sessions a participant has and whether it counted as joined.

@@ -38,6 +38,7 @@ use crate::error::MediaError;
 use crate::events::{unix_ms_now, MediaEvent, TrackKind};
 use crate::metrics::Metrics;
 use crate::negotiate::{Direction, Negotiated};
+use crate::PeerSignal;
 use crate::quality::{AlertChange, QualitySample, RateTracker, TransportCounters};
 use crate::room::{Binding, PeerKey, Presence, Publication, PublicationKey, Room, RoomKey, Slot};
 use crate::throttle::KeyframeThrottle;
@@ -57,6 +58,7 @@ pub(crate) struct SessionSetup {
     pub is_resident: bool,
     pub direction: Direction,
     pub negotiated: Negotiated,
+    pub signals: Option<mpsc::UnboundedSender<PeerSignal>>,
 }
 
 /// Requests to the worker.
@@ -65,6 +67,7 @@ pub(crate) enum Command {
     CloseRoom { room_id: String, reason: String },
     AddSession { setup: Box<SessionSetup>, reply: oneshot::Sender<Result<(), MediaError>> },
     EndSession { session_id: String, reason: String, reply: oneshot::Sender<bool> },
+    ApplyAnswer { session_id: String, answer_sdp: String, reply: oneshot::Sender<Result<(), MediaError>> },
     RemoveParticipant { room_id: String, participant_id: String, reason: String },
     SetTrackMuted { room_id: String, track_id: String, muted: bool },
     /// Ends the participant's sessions of each direction it may no longer use.
@@ -90,6 +93,12 @@ struct Peer {
     /// Subscriber side: one slot per offered m-section.
     slots: Vec<Slot>,
     quality: RateTracker,
+    /// Renegotiated sessions: where server offers go.
+    signals: Option<mpsc::UnboundedSender<PeerSignal>>,
+    /// Senders were added or removed since the last offer.
+    needs_offer: bool,
+    /// An offer was sent and its answer has not arrived.
+    offer_pending: bool,
 }
 
 pub(crate) struct Worker {
@@ -219,6 +228,10 @@ impl Worker {
                 };
                 let _ = reply.send(found);
             }
+            Command::ApplyAnswer { session_id, answer_sdp, reply } => {
+                let result = self.apply_answer(&session_id, answer_sdp);
+                let _ = reply.send(result);
+            }
             Command::RemoveParticipant { room_id, participant_id, reason } => {
                 self.end_participant_sessions(&room_id, &participant_id, None, &reason);
             }
@@ -244,7 +257,8 @@ impl Worker {
             .copied()
             .filter(|key| {
                 self.peers.get(key).is_some_and(|peer| {
-                    peer.participant_id == participant_id && direction.is_none_or(|d| d == peer.direction)
+                    peer.participant_id == participant_id
+                        && direction.is_none_or(|d| d == peer.direction || peer.direction == Direction::Participate)
                 })
             })
             .collect();
@@ -293,7 +307,7 @@ impl Worker {
             return Err(MediaError::RoomNotOpen(setup.room_id));
         };
         let key = self.allocate_key();
-        let SessionSetup { session_id, room_id, participant_id, is_resident, direction, negotiated } = setup;
+        let SessionSetup { session_id, room_id, participant_id, is_resident, direction, negotiated, signals } = setup;
         let Negotiated { mut pc, local_ufrag, slots, .. } = negotiated;
 
         let slots = slots
@@ -310,6 +324,7 @@ impl Worker {
                     leg,
                     bound: None,
                     track: DownTrack::new(slot.ssrc, slot.kind == TrackKind::Video),
+                    removed: false,
                 }
             })
             .collect();
@@ -334,6 +349,9 @@ impl Worker {
             receivers: HashMap::new(),
             slots,
             quality: RateTracker::default(),
+            signals,
+            needs_offer: false,
+            offer_pending: false,
         };
         Self::touch(&mut self.touched, &mut peer, key);
         self.peers.insert(key, peer);
@@ -589,6 +607,7 @@ impl Worker {
                         let room_key = peer.room;
                         self.mark_joined(room_key, &participant_id);
                         self.request_keyframes_for(key, now);
+                        self.renegotiate_if_needed(key);
                     }
                     RTCPeerConnectionState::Failed => self.remove_peer(key, "connection failed"),
                     RTCPeerConnectionState::Closed => self.remove_peer(key, "connection closed"),
@@ -627,7 +646,8 @@ impl Worker {
     ) {
         let publication_key = self.allocate_key();
         let Some(peer) = self.peers.get_mut(&key) else { return };
-        if peer.direction != Direction::Publish || peer.receivers.contains_key(&library_track_id) {
+        let publishes = matches!(peer.direction, Direction::Publish | Direction::Participate);
+        if !publishes || peer.receivers.contains_key(&library_track_id) {
             // NOTE: a simulcast publisher opens one receiver stream per
             // layer; only the first one is forwarded until layers exist.
             return;
@@ -672,8 +692,16 @@ impl Worker {
         let Some(room) = self.rooms.get_mut(&room_key) else { return };
         let Some(publication) = room.publications.remove(&publication_key) else { return };
         for binding in &publication.bindings {
-            if let Some(slot) = self.peers.get_mut(&binding.peer).and_then(|p| p.slots.get_mut(binding.slot)) {
-                slot.bound = None;
+            let Some(peer) = self.peers.get_mut(&binding.peer) else { continue };
+            let renegotiated = peer.direction == Direction::Participate;
+            let Some(slot) = peer.slots.get_mut(binding.slot) else { continue };
+            slot.bound = None;
+            if renegotiated && !slot.removed {
+                slot.removed = true;
+                if let Err(err) = peer.pc.remove_track(slot.sender_id) {
+                    debug!(session_id = %peer.session_id, error = %err, "removing a sender failed");
+                }
+                peer.needs_offer = true;
             }
         }
         if publication.codec.is_some() {
@@ -829,6 +857,9 @@ impl Worker {
         let mut newly_bound = Vec::new();
         for &peer_key in &room.peers {
             let Some(peer) = peers.get_mut(&peer_key) else { continue };
+            if peer.direction == Direction::Participate {
+                continue;
+            }
             for (index, slot) in peer.slots.iter_mut().enumerate() {
                 if slot.bound.is_some() {
                     continue;
@@ -855,10 +886,138 @@ impl Worker {
                 }
             }
         }
+        self.subscribe_participants(room_key);
+    }
+
+    /// Gives every renegotiated session of the room a sender for each
+    /// publication it lacks, and offers again where senders changed.
+    fn subscribe_participants(&mut self, room_key: RoomKey) {
+        let Self { rooms, peers, .. } = self;
+        let Some(room) = rooms.get_mut(&room_key) else { return };
+        let mut changed = Vec::new();
+        for &peer_key in &room.peers {
+            let Some(peer) = peers.get_mut(&peer_key) else { continue };
+            if peer.direction != Direction::Participate {
+                continue;
+            }
+            for (publication_key, publication) in room.publications.iter_mut() {
+                let Some(codec) = publication.codec.clone() else { continue };
+                if publication.participant_id == peer.participant_id {
+                    continue;
+                }
+                if peer.slots.iter().any(|slot| !slot.removed && slot.bound == Some(*publication_key)) {
+                    continue;
+                }
+                let Some(clock_rate) = publication.leg.codecs.iter().find(|c| c.mime_type == codec).map(|c| c.clock_rate) else {
+                    continue;
+                };
+                match add_sender(&mut peer.pc, &peer.session_id, peer.slots.len(), publication.kind, &codec, clock_rate) {
+                    Ok((sender_id, local_track_id, ssrc)) => {
+                        let index = peer.slots.len();
+                        peer.slots.push(Slot {
+                            kind: publication.kind,
+                            sender_id,
+                            local_track_id,
+                            leg: LegParameters::default(),
+                            bound: Some(*publication_key),
+                            track: DownTrack::new(ssrc, publication.kind == TrackKind::Video),
+                            removed: false,
+                        });
+                        publication.bindings.push(Binding { peer: peer_key, slot: index });
+                        peer.needs_offer = true;
+                        changed.push(peer_key);
+                    }
+                    Err(err) => warn!(session_id = %peer.session_id, error = %err, "adding a sender failed"),
+                }
+            }
+        }
+        // Peers whose senders were added here or removed by an unpublish.
+        let pending: Vec<PeerKey> = self
+            .rooms
+            .get(&room_key)
+            .map(|room| room.peers.iter().copied().filter(|k| self.peers.get(k).is_some_and(|p| p.needs_offer)).collect())
+            .unwrap_or_default();
+        for peer_key in changed.into_iter().chain(pending) {
+            self.renegotiate_if_needed(peer_key);
+        }
+    }
+
+    /// Sends a new offer to a renegotiated session whose senders changed,
+    /// unless one is already waiting for its answer.
+    fn renegotiate_if_needed(&mut self, key: PeerKey) {
+        let Some(peer) = self.peers.get_mut(&key) else { return };
+        if !peer.needs_offer || peer.offer_pending || !peer.connected {
+            return;
+        }
+        let Some(signals) = peer.signals.clone() else { return };
+        let now = Instant::now();
+        let offer = peer.pc.create_offer(None).and_then(|offer| {
+            peer.pc.set_local_description(now, offer)?;
+            Ok(peer.pc.local_description().map(|d| d.sdp).unwrap_or_default())
+        });
+        match offer {
+            Ok(sdp) => {
+                peer.needs_offer = false;
+                peer.offer_pending = true;
+                debug!(session_id = %peer.session_id, "sending renegotiation offer");
+                let _ = signals.send(PeerSignal::Offer(sdp));
+            }
+            Err(err) => warn!(session_id = %peer.session_id, error = %err, "creating a renegotiation offer failed"),
+        }
+        Self::touch(&mut self.touched, peer, key);
+    }
+
+    /// Applies a renegotiated session's answer: the new senders learn what
+    /// the client negotiated and start on a keyframe.
+    fn apply_answer(&mut self, session_id: &str, answer_sdp: String) -> Result<(), MediaError> {
+        let key = *self
+            .by_session
+            .get(session_id)
+            .ok_or_else(|| MediaError::SessionNotFound(session_id.to_owned()))?;
+        let now = Instant::now();
+        let Self { rooms, peers, touched, metrics, .. } = self;
+        let peer = peers.get_mut(&key).ok_or_else(|| MediaError::SessionNotFound(session_id.to_owned()))?;
+        if !peer.offer_pending {
+            return Err(MediaError::Negotiation("no offer is waiting for an answer".into()));
+        }
+        let answer = rtc::peer_connection::sdp::RTCSessionDescription::answer(answer_sdp)?;
+        peer.pc.set_remote_description(now, answer)?;
+        peer.offer_pending = false;
+
+        let room_key = peer.room;
+        let mut video = Vec::new();
+        for slot in peer.slots.iter_mut().filter(|slot| !slot.removed) {
+            if let Some(mut sender) = peer.pc.rtp_sender(slot.sender_id) {
+                slot.leg = leg_parameters(&sender.get_parameters().rtp_parameters);
+            }
+            let Some(publication_key) = slot.bound else { continue };
+            let Some(publication) = rooms.get(&room_key).and_then(|r| r.publications.get(&publication_key)) else {
+                continue;
+            };
+            slot.track.bind(&publication.leg, &slot.leg);
+            if publication.kind == TrackKind::Video {
+                video.push(publication_key);
+            }
+        }
+        Self::touch(touched, peer, key);
+        if let Some(room) = rooms.get_mut(&room_key) {
+            for publication_key in video {
+                if let Some(publication) = room.publications.get_mut(&publication_key) {
+                    if publication.throttle.request(now) {
+                        send_keyframe_request(peers, touched, metrics, publication, now);
+                    }
+                }
+            }
+        }
+        self.renegotiate_if_needed(key);
+        Ok(())
     }
 
     fn remove_peer(&mut self, key: PeerKey, reason: &str) {
         let Some(mut peer) = self.peers.remove(&key) else { return };
+        if let Some(signals) = &peer.signals {
+            let _ = signals.send(PeerSignal::Ended { reason: reason.to_owned() });
+        }
         if let Err(err) = peer.pc.close() {
             debug!(session_id = %peer.session_id, error = %err, "closing peer connection failed");
         }
@@ -956,6 +1115,47 @@ fn flush_writes(socket: &UdpSocket, metrics: &Metrics, pc: &mut RTCPeerConnectio
             Err(err) => debug!(to = %message.transport.peer_addr, error = %err, "media socket send failed"),
         }
     }
+}
+
+/// Adds a sender for one publication to a renegotiated session; returns the
+/// sender id, its local track id and SSRC.
+fn add_sender(
+    pc: &mut RTCPeerConnection,
+    session_id: &str,
+    index: usize,
+    kind: TrackKind,
+    mime: &str,
+    clock_rate: u32,
+) -> Result<(rtc::rtp_transceiver::RTCRtpSenderId, String, u32), rtc::shared::error::Error> {
+    use rtc::media_stream::MediaStreamTrack;
+    use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters};
+
+    let ssrc: u32 = rand::random();
+    let local_track_id = format!("{session_id}-{}-{index}", kind.as_str());
+    let rtc_kind = match kind {
+        TrackKind::Audio => RtpCodecKind::Audio,
+        TrackKind::Video => RtpCodecKind::Video,
+    };
+    let channels = if kind == TrackKind::Audio { 2 } else { 0 };
+    let track = MediaStreamTrack::new(
+        format!("vpr-{session_id}"),
+        local_track_id.clone(),
+        format!("vpr {}", kind.as_str()),
+        rtc_kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+            codec: RTCRtpCodec {
+                mime_type: mime.to_owned(),
+                clock_rate,
+                channels,
+                sdp_fmtp_line: String::new(),
+                rtcp_feedback: vec![],
+            },
+            ..Default::default()
+        }],
+    );
+    let sender_id = pc.add_track(track)?;
+    Ok((sender_id, local_track_id, ssrc))
 }
 
 /// Reads the counters quality is computed from out of a stats report.

@@ -6,6 +6,7 @@ pub mod error;
 pub mod health;
 pub mod state;
 pub mod whip;
+pub mod ws;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderValue, Method};
@@ -37,6 +38,7 @@ pub fn router(state: SignalState, config: &SignalConfig) -> Router {
     Router::new()
         .nest("/whip", whip_routes)
         .nest("/whep", whep_routes)
+        .route("/ws", get(ws::upgrade))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

@@ -74,6 +74,7 @@ async fn post_session(
         is_resident: claims.role == Role::Resident,
         direction,
         offer_sdp,
+        signals: None,
     };
     let answer = match state.media.start_session(request).await {
         Ok(answer) => answer,
@@ -136,7 +137,7 @@ pub async fn options() -> Response {
 
 /// Rejects a token whose participant the control plane removed; a valid
 /// signature alone does not outlive a RemoveParticipant.
-async fn check_admitted(state: &SignalState, room_id: &str, participant_id: &str) -> Result<(), SignalError> {
+pub(crate) async fn check_admitted(state: &SignalState, room_id: &str, participant_id: &str) -> Result<(), SignalError> {
     let row = state.store.participant_row(participant_id).await.map_err(|err| {
         warn!(room_id, participant_id, error = %err, "session record lookup failed");
         SignalError::StoreUnavailable
@@ -152,6 +153,7 @@ fn prefix(direction: Direction) -> &'static str {
     match direction {
         Direction::Publish => "whip",
         Direction::Subscribe => "whep",
+        Direction::Participate => "ws",
     }
 }
 

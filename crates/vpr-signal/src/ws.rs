@@ -1,0 +1,223 @@
+//! WebSocket join: one peer connection per participant for both directions,
+//! renegotiated by the server as tracks come and go.
+//!
+//! `GET /ws?token=<join token>` upgrades to a WebSocket. Messages are JSON
+//! objects with `"v": 1` and a `type`:
+//!
+//! | from   | type        | fields                 | meaning |
+//! |--------|-------------|------------------------|---------|
+//! | client | `offer`     | `sdp`                  | first offer: the client's tracks; answered once |
+//! | client | `answer`    | `sdp`                  | answer to the server's last `offer` |
+//! | client | `candidate` | `candidate`            | trickle ICE; accepted (the server is ICE-lite) |
+//! | client | `leave`     |                        | ends the session |
+//! | server | `joined`    | `participant_id`, `room_id`, `role` | after the upgrade |
+//! | server | `answer`    | `sdp`                  | answer to the client's first offer |
+//! | server | `offer`     | `sdp`                  | the room's tracks changed; answer it |
+//! | server | `ended`     | `reason`               | the server ended the session (removed, room closed) |
+//! | server | `error`     | `message`              | a message was invalid; the socket stays open |
+//!
+//! Messages over 256 KiB close the socket with code 1009 (message too big).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+use vpr_control::{JoinClaims, Role};
+use vpr_sfu::{Direction, PeerSignal, SessionRequest};
+
+use crate::error::SignalError;
+use crate::state::SignalState;
+
+/// Protocol version in every message.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Largest accepted message, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// Query of the upgrade request.
+#[derive(Debug, Deserialize)]
+pub struct JoinQuery {
+    /// The join token from AdmitParticipant.
+    pub token: Option<String>,
+}
+
+/// A message from the client.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClientMessage {
+    Offer { sdp: String },
+    Answer { sdp: String },
+    Candidate {
+        #[allow(dead_code)]
+        candidate: serde_json::Value,
+    },
+    Leave,
+}
+
+/// A message to the client.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ServerMessage<'a> {
+    Joined { participant_id: &'a str, room_id: &'a str, role: &'a str },
+    Answer { sdp: &'a str },
+    Offer { sdp: &'a str },
+    Ended { reason: &'a str },
+    Error { message: &'a str },
+}
+
+/// `GET /ws?token=...`: checks the token, then upgrades.
+pub async fn upgrade(
+    State(state): State<SignalState>,
+    Query(query): Query<JoinQuery>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, SignalError> {
+    let token = query.token.filter(|t| !t.is_empty()).ok_or(vpr_control::TokenError::Missing)?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let claims = state.signer.verify(&token, now)?;
+    crate::whip::check_admitted(&state, &claims.room_id, &claims.participant_id).await?;
+    if !state.media.is_room_open(&claims.room_id) {
+        return Err(vpr_sfu::MediaError::RoomNotOpen(claims.room_id).into());
+    }
+    Ok(upgrade
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| run(state, claims, socket)))
+}
+
+async fn run(state: SignalState, claims: JoinClaims, mut socket: WebSocket) {
+    let room_id = claims.room_id.clone();
+    let participant_id = claims.participant_id.clone();
+    info!(room_id = %room_id, participant_id = %participant_id, "websocket joined");
+    let joined = ServerMessage::Joined { participant_id: &participant_id, room_id: &room_id, role: claims.role.as_str() };
+    if send(&mut socket, &joined).await.is_err() {
+        return;
+    }
+
+    let (signal_sender, mut signals) = mpsc::unbounded_channel();
+    let mut signal_sender = Some(signal_sender);
+    let mut session_id: Option<String> = None;
+
+    loop {
+        tokio::select! {
+            incoming = socket.recv() => {
+                let Some(Ok(message)) = incoming else { break };
+                let text = match message {
+                    Message::Text(text) => text,
+                    Message::Close(_) => break,
+                    Message::Binary(_) => {
+                        let _ = send(&mut socket, &ServerMessage::Error { message: "binary messages are not supported; send JSON text" }).await;
+                        continue;
+                    }
+                    _ => continue,
+                };
+                match parse(&text) {
+                    Ok(ClientMessage::Offer { sdp }) => {
+                        if session_id.is_some() {
+                            let _ = send(&mut socket, &ServerMessage::Error { message: "session already started; answer the server's offers instead" }).await;
+                            continue;
+                        }
+                        let request = SessionRequest {
+                            room_id: room_id.clone(),
+                            participant_id: participant_id.clone(),
+                            is_resident: claims.role == Role::Resident,
+                            direction: Direction::Participate,
+                            offer_sdp: sdp,
+                            signals: signal_sender.take(),
+                        };
+                        match state.media.start_session(request).await {
+                            Ok(answer) => {
+                                session_id = Some(answer.session_id.clone());
+                                if send(&mut socket, &ServerMessage::Answer { sdp: &answer.answer_sdp }).await.is_err() {
+                                    break;
+                                }
+                            }
+                            Err(err) => {
+                                warn!(room_id = %room_id, participant_id = %participant_id, error = %err, "websocket session rejected");
+                                let message = err.to_string();
+                                let _ = send(&mut socket, &ServerMessage::Error { message: &message }).await;
+                                break;
+                            }
+                        }
+                    }
+                    Ok(ClientMessage::Answer { sdp }) => {
+                        let Some(id) = &session_id else {
+                            let _ = send(&mut socket, &ServerMessage::Error { message: "no session yet; send an offer first" }).await;
+                            continue;
+                        };
+                        if let Err(err) = state.media.apply_answer(id, sdp).await {
+                            let message = format!("answer rejected: {err}");
+                            let _ = send(&mut socket, &ServerMessage::Error { message: &message }).await;
+                        }
+                    }
+                    Ok(ClientMessage::Candidate { .. }) => {}
+                    Ok(ClientMessage::Leave) => break,
+                    Err(problem) => {
+                        let _ = send(&mut socket, &ServerMessage::Error { message: &problem }).await;
+                    }
+                }
+            }
+            signal = signals.recv() => {
+                match signal {
+                    Some(PeerSignal::Offer(sdp)) => {
+                        if send(&mut socket, &ServerMessage::Offer { sdp: &sdp }).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(PeerSignal::Ended { reason }) => {
+                        let _ = send(&mut socket, &ServerMessage::Ended { reason: &reason }).await;
+                        session_id = None;
+                        let _ = socket.send(Message::Close(Some(CloseFrame { code: 1000, reason: "session ended".into() }))).await;
+                        break;
+                    }
+                    // Only after the session took the sender: the media worker
+                    // dropped it, so the session is gone.
+                    None => break,
+                }
+            }
+        }
+    }
+
+    if let Some(id) = session_id {
+        let _ = state.media.end_session(&id, "client left").await;
+    }
+    info!(room_id = %room_id, participant_id = %participant_id, "websocket closed");
+}
+
+/// Parses a client message, naming what is wrong when it fails.
+fn parse(text: &str) -> Result<ClientMessage, String> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|err| format!("invalid JSON: {err}"))?;
+    match value.get("v").and_then(|v| v.as_u64()) {
+        Some(v) if v == u64::from(PROTOCOL_VERSION) => {}
+        Some(v) => return Err(format!("unsupported protocol version {v}; this server speaks {PROTOCOL_VERSION}")),
+        None => return Err("missing field v (protocol version)".into()),
+    }
+    let kind = value.get("type").and_then(|t| t.as_str()).unwrap_or("").to_owned();
+    serde_json::from_value(value).map_err(|err| match kind.as_str() {
+        "" => "missing field type".to_owned(),
+        "offer" | "answer" | "candidate" | "leave" => format!("invalid {kind} message: {err}"),
+        other => format!("unknown message type {other:?}"),
+    })
+}
+
+async fn send(socket: &mut WebSocket, message: &ServerMessage<'_>) -> Result<(), axum::Error> {
+    let mut value = serde_json::to_value(message).expect("server messages serialise");
+    value["v"] = serde_json::Value::from(PROTOCOL_VERSION);
+    socket.send(Message::Text(value.to_string().into())).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_names_the_problem() {
+        assert!(parse("{").unwrap_err().starts_with("invalid JSON"));
+        assert_eq!(parse(r#"{"type":"offer","sdp":"x"}"#).unwrap_err(), "missing field v (protocol version)");
+        assert!(parse(r#"{"v":2,"type":"leave"}"#).unwrap_err().contains("unsupported protocol version 2"));
+        assert_eq!(parse(r#"{"v":1,"type":"dance"}"#).unwrap_err(), "unknown message type \"dance\"");
+        assert!(parse(r#"{"v":1,"type":"offer"}"#).unwrap_err().starts_with("invalid offer message"));
+        assert!(matches!(parse(r#"{"v":1,"type":"leave"}"#), Ok(ClientMessage::Leave)));
+    }
+}
