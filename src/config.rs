@@ -20,6 +20,20 @@ pub struct Config {
     pub rooms: RoomsConfig,
     pub auth: AuthConfig,
     pub shutdown: ShutdownConfig,
+    pub snapshots: SnapshotsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SnapshotsConfig {
+    pub dir: std::path::PathBuf,
+    pub max_bytes: usize,
+}
+
+impl Default for SnapshotsConfig {
+    fn default() -> Self {
+        Self { dir: "snapshots".into(), max_bytes: 4 * 1024 * 1024 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -110,6 +110,10 @@ async fn main() -> anyhow::Result<()> {
     let control_draining = room_service.drain_flag();
     let mut signal_state = SignalState::new(media.clone(), signer, store.clone());
     signal_state.control_metrics = Some(room_service.metrics());
+    signal_state.snapshots = vpr_signal::snapshot::SnapshotConfig {
+        dir: config.snapshots.dir.clone(),
+        max_bytes: config.snapshots.max_bytes,
+    };
     let signal_config = SignalConfig {
         max_body_bytes: config.http.max_body_bytes,
         cors_allowed_origins: config.http.cors_allowed_origins.clone(),

@@ -312,6 +312,7 @@ impl TestServer {
             )
             .env_remove("VPR_JOIN_TOKEN_SECRET")
             .env_remove("VPR_API_KEYS")
+            .env_remove("VPR_STORE_URL")
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(stderr)
@@ -402,8 +403,13 @@ secret = "{API_KEY_SECRET}"
 
 [shutdown]
 drain_timeout_s = {drain}
+
+[snapshots]
+dir = "{snapshots}"
+max_bytes = 4194304
 "#,
         database = database.display(),
+        snapshots = database.with_file_name("snapshots").display(),
         drain = DRAIN_TIMEOUT.as_secs(),
     );
     text.parse()

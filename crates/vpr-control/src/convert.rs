@@ -199,5 +199,18 @@ pub fn session(record: &SessionRecord) -> pb::Session {
         events: record.events.iter().map(event).collect(),
         consents: record.consents.iter().map(consent).collect(),
         quality: record.quality.iter().map(quality).collect(),
+        snapshots: record.snapshots.iter().map(snapshot).collect(),
+    }
+}
+
+/// Converts a stored snapshot; the server-side file path stays private.
+pub fn snapshot(row: &vpr_store::SnapshotRow) -> pb::Snapshot {
+    pb::Snapshot {
+        snapshot_id: row.snapshot_id.clone(),
+        participant_id: row.participant_id.clone(),
+        sha256: row.sha256.clone(),
+        content_type: row.content_type.clone(),
+        size_bytes: row.size_bytes,
+        taken_at_unix_ms: row.taken_at_ms,
     }
 }

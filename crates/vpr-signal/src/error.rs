@@ -42,6 +42,9 @@ pub enum SignalError {
         /// The one accepted.
         expected: &'static str,
     },
+    /// The body does not start like an image of its declared type.
+    #[error("body is not a valid {0} image")]
+    InvalidImage(&'static str),
     /// The server is draining and takes no new sessions.
     #[error("server is shutting down; no new sessions")]
     Draining,
@@ -61,6 +64,7 @@ impl SignalError {
             | SignalError::ParticipantUnknown(_) => StatusCode::FORBIDDEN,
             SignalError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             SignalError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            SignalError::InvalidImage(_) => StatusCode::BAD_REQUEST,
             SignalError::Draining => StatusCode::SERVICE_UNAVAILABLE,
             SignalError::Media(err) => match err {
                 MediaError::Offer(_) | MediaError::Negotiation(_) => StatusCode::BAD_REQUEST,

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod error;
 pub mod health;
 pub mod state;
+pub mod snapshot;
 pub mod whip;
 pub mod ws;
 
@@ -28,6 +29,7 @@ pub struct SignalConfig {
 
 /// Builds the router for every signalling endpoint.
 pub fn router(state: SignalState, config: &SignalConfig) -> Router {
+    let snapshot_limit = state.snapshots.max_bytes;
     let whip_routes = Router::new()
         .route("/{room_id}", post(whip::post_whip).options(whip::options))
         .route("/{room_id}/{session_id}", session_resource());
@@ -39,6 +41,12 @@ pub fn router(state: SignalState, config: &SignalConfig) -> Router {
         .nest("/whip", whip_routes)
         .nest("/whep", whep_routes)
         .route("/ws", get(ws::upgrade))
+        .route(
+            "/snapshots",
+            post(snapshot::post_snapshot)
+                .options(whip::options)
+                .layer(DefaultBodyLimit::max(snapshot_limit)),
+        )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

@@ -35,6 +35,8 @@ pub struct SignalState {
     /// Control-plane counters appended to /metrics, when the control plane
     /// runs in this process.
     pub control_metrics: Option<Arc<vpr_control::ControlMetrics>>,
+    /// Where officers' snapshots are written.
+    pub snapshots: crate::snapshot::SnapshotConfig,
 }
 
 impl SignalState {
@@ -48,6 +50,10 @@ impl SignalState {
             sessions: Arc::new(DashMap::new()),
             draining: Arc::new(AtomicBool::new(false)),
             control_metrics: None,
+            snapshots: crate::snapshot::SnapshotConfig {
+                dir: std::path::PathBuf::from("snapshots"),
+                max_bytes: 4 * 1024 * 1024,
+            },
         }
     }
 }

@@ -21,6 +21,7 @@ mod quality;
 mod rows;
 mod session_list;
 mod sessions;
+mod snapshots;
 mod tracks;
 
 use std::sync::Arc;
@@ -34,6 +35,7 @@ pub use error::StoreError;
 pub use rows::{
     AuditRow, ConsentRow, EventRow, NewAuditEntry, NewConsent, NewEvent, NewParticipant,
     NewSession, NewTrack, ParticipantRow, QualityRow, SessionFilter, SessionRecord, SessionRow,
+    SnapshotRow,
     TrackRow, STATE_CLOSED, STATE_OPEN,
 };
 

@@ -238,4 +238,22 @@ pub struct SessionRecord {
     pub consents: Vec<ConsentRow>,
     /// Ordered by participant id.
     pub quality: Vec<QualityRow>,
+    /// Ordered by time taken.
+    pub snapshots: Vec<SnapshotRow>,
+}
+
+/// A still frame saved from a call, as stored in `snapshots`.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct SnapshotRow {
+    pub snapshot_id: String,
+    pub room_id: String,
+    /// Participant who took it.
+    pub participant_id: String,
+    /// Lowercase hex SHA-256 of the stored file.
+    pub sha256: String,
+    pub content_type: String,
+    pub size_bytes: i64,
+    /// Where the file is stored on the server.
+    pub path: String,
+    pub taken_at_ms: i64,
 }

@@ -2,6 +2,7 @@
 
 use crate::backend::{on_pool, Backend};
 use crate::consents::CONSENTS_IN_ROOM;
+use crate::snapshots::SNAPSHOTS_IN_ROOM;
 use crate::error::is_unique_violation;
 use crate::events::EVENTS_IN_ROOM;
 use crate::participants::PARTICIPANTS_IN_ROOM;
@@ -303,6 +304,10 @@ impl Store {
                         .bind(room_id)
                         .fetch_all(&mut *tx)
                         .await?;
+                    let snapshots = sqlx::query_as(SNAPSHOTS_IN_ROOM)
+                        .bind(room_id)
+                        .fetch_all(&mut *tx)
+                        .await?;
                     tx.commit().await?;
 
                     Some(SessionRecord {
@@ -312,6 +317,7 @@ impl Store {
                         events,
                         consents,
                         quality,
+                        snapshots,
                     })
                 }
             }
