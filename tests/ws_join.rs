@@ -26,6 +26,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 struct Received {
     packets: HashMap<String, u64>,
     offers: u32,
+    /// Tracks listed by the last `room` message.
+    listed_tracks: usize,
+    /// Participants listed by the last `room` message.
+    listed_participants: usize,
+    quality_messages: u32,
 }
 
 /// Counts RTP packets of every remote track.
@@ -124,6 +129,12 @@ async fn websocket_join_renegotiates_tracks() {
                         let reply = json!({"v": 1, "type": "answer", "sdp": sdp}).to_string();
                         socket.send(Message::Text(reply.into())).await.expect("send answer");
                     }
+                    Some("room") => {
+                        let mut state = received.lock().unwrap();
+                        state.listed_tracks = message["tracks"].as_array().map_or(0, Vec::len);
+                        state.listed_participants = message["participants"].as_array().map_or(0, Vec::len);
+                    }
+                    Some("quality") => received.lock().unwrap().quality_messages += 1,
                     Some("error") => panic!("server error: {message}"),
                     _ => {}
                 }
@@ -138,6 +149,11 @@ async fn websocket_join_renegotiates_tracks() {
     .await;
     let offers_after_resident = received.lock().unwrap().offers;
     assert!(offers_after_resident >= 1, "no renegotiation offer");
+    wait_for("a room message listing the resident's tracks", Duration::from_secs(3), || {
+        let state = received.lock().unwrap();
+        state.listed_tracks == 2 && state.listed_participants == 2
+    })
+    .await;
 
     // A second officer publishes: two more tracks arrive on the same connection.
     let tracks_before = received.lock().unwrap().packets.len();
@@ -169,6 +185,11 @@ async fn websocket_join_renegotiates_tracks() {
     let stopped = after.iter().filter(|(id, n)| before.get(*id) == Some(*n)).count();
     assert_eq!(growing, 2, "the resident's two tracks should keep flowing: {before:?} -> {after:?}");
     assert_eq!(stopped, 2, "the second publisher's two tracks should have stopped: {before:?} -> {after:?}");
+    {
+        let state = received.lock().unwrap();
+        assert_eq!(state.listed_tracks, 2, "room message after the second publisher left");
+        assert!(state.quality_messages >= 1, "no quality message in {:?}", *state);
+    }
     assert_eq!(
         events.connection_state(),
         webrtc::peer_connection::RTCPeerConnectionState::Connected,

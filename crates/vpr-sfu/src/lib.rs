@@ -56,12 +56,48 @@ pub struct SessionRequest {
     pub signals: Option<mpsc::UnboundedSender<PeerSignal>>,
 }
 
+/// A participant in a [`PeerSignal::Room`] message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomParticipant {
+    /// Participant id.
+    pub participant_id: String,
+    /// Whether the participant is the resident.
+    pub is_resident: bool,
+}
+
+/// A published track in a [`PeerSignal::Room`] message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomTrack {
+    /// Track id.
+    pub track_id: String,
+    /// Publishing participant.
+    pub participant_id: String,
+    /// Audio or video.
+    pub kind: TrackKind,
+}
+
 /// A message from the media plane to a renegotiated session's signalling
 /// channel.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum PeerSignal {
     /// A new SDP offer: the room's tracks changed.
     Offer(String),
+    /// Who is in the room and what they publish, after any change.
+    Room {
+        /// Participants with a live connection.
+        participants: Vec<RoomParticipant>,
+        /// Published tracks.
+        tracks: Vec<RoomTrack>,
+    },
+    /// The participant's own connection quality, every report interval.
+    Quality {
+        /// Media bitrate to and from the participant, in kbit/s.
+        bitrate_kbps: f64,
+        /// Loss fraction, 0 to 1.
+        packet_loss: f64,
+        /// Round-trip time in milliseconds; 0 when unknown.
+        rtt_ms: f64,
+    },
     /// The session ended on the server's side.
     Ended {
         /// Why, such as "removed by dispatcher" or "room_closed".

@@ -38,7 +38,7 @@ use crate::error::MediaError;
 use crate::events::{unix_ms_now, MediaEvent, TrackKind};
 use crate::metrics::Metrics;
 use crate::negotiate::{Direction, Negotiated};
-use crate::PeerSignal;
+use crate::{PeerSignal, RoomParticipant, RoomTrack};
 use crate::quality::{AlertChange, QualitySample, RateTracker, TransportCounters};
 use crate::room::{Binding, PeerKey, Presence, Publication, PublicationKey, Room, RoomKey, Slot};
 use crate::throttle::KeyframeThrottle;
@@ -521,6 +521,19 @@ impl Worker {
         for ((room_key, participant_id), sample) in samples {
             let Some(room) = self.rooms.get_mut(&room_key) else { continue };
             let rtt_ms = sample.round_trip_time.map(|rtt| rtt.as_secs_f64() * 1000.0).unwrap_or(0.0);
+            for key in &room.peers {
+                let Some(peer) = self.peers.get(key) else { continue };
+                if peer.participant_id != participant_id {
+                    continue;
+                }
+                if let Some(signals) = &peer.signals {
+                    let _ = signals.send(PeerSignal::Quality {
+                        bitrate_kbps: sample.bitrate_kbps,
+                        packet_loss: sample.packet_loss,
+                        rtt_ms,
+                    });
+                }
+            }
             let _ = self.events.send(MediaEvent::QualityReport {
                 room_id: room.room_id.clone(),
                 participant_id: participant_id.clone(),
@@ -608,6 +621,7 @@ impl Worker {
                         self.mark_joined(room_key, &participant_id);
                         self.request_keyframes_for(key, now);
                         self.renegotiate_if_needed(key);
+                        self.notify_room(room_key);
                     }
                     RTCPeerConnectionState::Failed => self.remove_peer(key, "connection failed"),
                     RTCPeerConnectionState::Closed => self.remove_peer(key, "connection closed"),
@@ -686,6 +700,7 @@ impl Worker {
         let room_key = peer.room;
         self.unpublish(room_key, publication_key);
         self.bind_free_slots(room_key, Instant::now());
+        self.notify_room(room_key);
     }
 
     fn unpublish(&mut self, room_key: RoomKey, publication_key: PublicationKey) {
@@ -726,6 +741,7 @@ impl Worker {
         let newly_published = self.learn_codec(room_key, publication_key, packet.header.payload_type);
         if newly_published {
             self.bind_free_slots(room_key, now);
+            self.notify_room(room_key);
         }
         self.forward_to_bindings(room_key, publication_key, packet, now);
     }
@@ -942,6 +958,30 @@ impl Worker {
         }
     }
 
+    /// Sends who is in the room and what they publish to every renegotiated
+    /// session of the room.
+    fn notify_room(&self, room_key: RoomKey) {
+        let Some(room) = self.rooms.get(&room_key) else { return };
+        let mut participants: Vec<RoomParticipant> = Vec::new();
+        for key in &room.peers {
+            let Some(peer) = self.peers.get(key) else { continue };
+            if peer.connected && !participants.iter().any(|p| p.participant_id == peer.participant_id) {
+                participants.push(RoomParticipant { participant_id: peer.participant_id.clone(), is_resident: peer.is_resident });
+            }
+        }
+        let tracks: Vec<RoomTrack> = room
+            .publications
+            .values()
+            .filter(|p| p.codec.is_some())
+            .map(|p| RoomTrack { track_id: p.track_id.clone(), participant_id: p.participant_id.clone(), kind: p.kind })
+            .collect();
+        for key in &room.peers {
+            if let Some(signals) = self.peers.get(key).and_then(|p| p.signals.as_ref()) {
+                let _ = signals.send(PeerSignal::Room { participants: participants.clone(), tracks: tracks.clone() });
+            }
+        }
+    }
+
     /// Sends a new offer to a renegotiated session whose senders changed,
     /// unless one is already waiting for its answer.
     fn renegotiate_if_needed(&mut self, key: PeerKey) {
@@ -1062,6 +1102,7 @@ impl Worker {
         }
         self.update_participant_gauge();
         self.bind_free_slots(room_key, Instant::now());
+        self.notify_room(room_key);
     }
 
     fn update_participant_gauge(&self) {

@@ -13,6 +13,8 @@
 //! | server | `joined`    | `participant_id`, `room_id`, `role` | after the upgrade |
 //! | server | `answer`    | `sdp`                  | answer to the client's first offer |
 //! | server | `offer`     | `sdp`                  | the room's tracks changed; answer it |
+//! | server | `room`      | `participants` [{`participant_id`, `resident`}], `tracks` [{`track_id`, `participant_id`, `kind`}] | who is connected and what they publish, after every change |
+//! | server | `quality`   | `bitrate_kbps`, `packet_loss`, `rtt_ms` | this participant's connection quality, every 2 s |
 //! | server | `ended`     | `reason`               | the server ended the session (removed, room closed) |
 //! | server | `error`     | `message`              | a message was invalid; the socket stays open |
 //!
@@ -64,6 +66,8 @@ enum ServerMessage<'a> {
     Joined { participant_id: &'a str, room_id: &'a str, role: &'a str },
     Answer { sdp: &'a str },
     Offer { sdp: &'a str },
+    Room { participants: Vec<serde_json::Value>, tracks: Vec<serde_json::Value> },
+    Quality { bitrate_kbps: f64, packet_loss: f64, rtt_ms: f64 },
     Ended { reason: &'a str },
     Error { message: &'a str },
 }
@@ -162,6 +166,24 @@ async fn run(state: SignalState, claims: JoinClaims, mut socket: WebSocket) {
                 match signal {
                     Some(PeerSignal::Offer(sdp)) => {
                         if send(&mut socket, &ServerMessage::Offer { sdp: &sdp }).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(PeerSignal::Room { participants, tracks }) => {
+                        let participants = participants
+                            .iter()
+                            .map(|p| serde_json::json!({ "participant_id": p.participant_id, "resident": p.is_resident }))
+                            .collect();
+                        let tracks = tracks
+                            .iter()
+                            .map(|t| serde_json::json!({ "track_id": t.track_id, "participant_id": t.participant_id, "kind": t.kind.as_str() }))
+                            .collect();
+                        if send(&mut socket, &ServerMessage::Room { participants, tracks }).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(PeerSignal::Quality { bitrate_kbps, packet_loss, rtt_ms }) => {
+                        if send(&mut socket, &ServerMessage::Quality { bitrate_kbps, packet_loss, rtt_ms }).await.is_err() {
                             break;
                         }
                     }
