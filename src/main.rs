@@ -35,8 +35,8 @@ struct Cli {
 struct MediaRoomsAdapter(MediaHandle);
 
 impl MediaRooms for MediaRoomsAdapter {
-    fn open_room(&self, room_id: &str, _max_participants: u32) {
-        self.0.open_room(room_id);
+    fn open_room(&self, room_id: &str, _max_participants: u32, empty_timeout: Option<Duration>) {
+        self.0.open_room(room_id, empty_timeout);
     }
 
     fn close_room(&self, room_id: &str, reason: &str) {

@@ -25,6 +25,15 @@ async fn record(store: &Store, event: &MediaEvent) -> Result<(), vpr_store::Stor
             let detail = serde_json::json!({ "reason": reason }).to_string();
             append(store, room_id, "participant_left", Some(participant_id), None, detail, *at_ms).await
         }
+        MediaEvent::RoomEmptyTimeout { room_id, at_ms } => {
+            match store.close_session(room_id, "empty timeout", None, None, *at_ms).await {
+                // Closed over the API in the meantime: nothing to record.
+                Err(vpr_store::StoreError::AlreadyClosed { .. }) => return Ok(()),
+                other => other.map(|_| ())?,
+            }
+            let detail = serde_json::json!({ "reason": "empty timeout" }).to_string();
+            append(store, room_id, "room_closed", None, None, detail, *at_ms).await
+        }
         MediaEvent::SessionReplaced { room_id, participant_id, at_ms } => {
             let detail = serde_json::json!({ "reason": "replaced by a new connection" }).to_string();
             append(store, room_id, "participant_reconnected", Some(participant_id), None, detail, *at_ms).await

@@ -5,3 +5,4 @@
 //! interface.
 
 pub mod client;
+pub mod relay;

@@ -5,7 +5,9 @@
 /// own tasks.
 pub trait MediaRooms: Send + Sync + 'static {
     /// Opens a room that accepts up to `max_participants` peer connections.
-    fn open_room(&self, room_id: &str, max_participants: u32);
+    /// With `empty_timeout`, the media plane closes the room once it has had
+    /// no connected participant for that long.
+    fn open_room(&self, room_id: &str, max_participants: u32, empty_timeout: Option<std::time::Duration>);
 
     /// Disconnects every peer connection in the room.
     fn close_room(&self, room_id: &str, reason: &str);

@@ -45,6 +45,14 @@ pub enum MediaEvent {
         /// When it happened.
         at_ms: i64,
     },
+    /// The room had no connected participant for its empty timeout; the
+    /// media plane closed it.
+    RoomEmptyTimeout {
+        /// Room id.
+        room_id: String,
+        /// When it happened.
+        at_ms: i64,
+    },
     /// A new connection of the participant replaced an older one in the
     /// same direction; the participant stays in the room.
     SessionReplaced {

@@ -135,13 +135,14 @@ impl MediaHandle {
         let local_addr = socket.local_addr()?;
         let metrics = Arc::new(Metrics::default());
         let (commands, receiver) = mpsc::unbounded_channel();
-        let worker = Worker::new(socket, config.clone(), metrics.clone(), events)?;
+        let open_rooms = Arc::new(Mutex::new(HashSet::new()));
+        let worker = Worker::new(socket, config.clone(), metrics.clone(), events, open_rooms.clone())?;
         let task = tokio::spawn(worker.run(receiver));
         let handle = MediaHandle {
             commands,
             config: Arc::new(config),
             local_addr,
-            open_rooms: Arc::new(Mutex::new(HashSet::new())),
+            open_rooms,
             metrics,
         };
         Ok((handle, task))
@@ -157,10 +158,12 @@ impl MediaHandle {
         &self.metrics
     }
 
-    /// Opens a room so that sessions can join it.
-    pub fn open_room(&self, room_id: &str) {
+    /// Opens a room so that sessions can join it. With `empty_timeout`, the
+    /// worker closes the room once no participant has been connected for
+    /// that long and reports [`MediaEvent::RoomEmptyTimeout`].
+    pub fn open_room(&self, room_id: &str, empty_timeout: Option<std::time::Duration>) {
         self.open_rooms.lock().expect("room set lock").insert(room_id.to_owned());
-        let _ = self.commands.send(Command::OpenRoom { room_id: room_id.to_owned() });
+        let _ = self.commands.send(Command::OpenRoom { room_id: room_id.to_owned(), empty_timeout });
     }
 
     /// Closes a room and ends every session in it with `reason`.

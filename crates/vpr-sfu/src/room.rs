@@ -73,16 +73,22 @@ pub(crate) struct Room {
     pub presence: HashMap<String, Presence>,
     /// Quality alert state per participant.
     pub alerts: HashMap<String, AlertState>,
+    /// How long the room may stay without a connected participant.
+    pub empty_timeout: Option<std::time::Duration>,
+    /// Since when no participant has been connected.
+    pub empty_since: Option<std::time::Instant>,
 }
 
 impl Room {
-    pub fn new(room_id: String) -> Self {
+    pub fn new(room_id: String, empty_timeout: Option<std::time::Duration>) -> Self {
         Self {
             room_id,
             peers: Vec::new(),
             publications: HashMap::new(),
             presence: HashMap::new(),
             alerts: HashMap::new(),
+            empty_timeout,
+            empty_since: Some(std::time::Instant::now()),
         }
     }
 

@@ -63,7 +63,7 @@ pub(crate) struct SessionSetup {
 
 /// Requests to the worker.
 pub(crate) enum Command {
-    OpenRoom { room_id: String },
+    OpenRoom { room_id: String, empty_timeout: Option<Duration> },
     CloseRoom { room_id: String, reason: String },
     AddSession { setup: Box<SessionSetup>, reply: oneshot::Sender<Result<(), MediaError>> },
     EndSession { session_id: String, reason: String, reply: oneshot::Sender<bool> },
@@ -117,6 +117,8 @@ pub(crate) struct Worker {
     touched: Vec<PeerKey>,
     dropped_logged_at: Option<Instant>,
     next_quality_at: Instant,
+    /// Rooms sessions may join; shared with the handle.
+    open_rooms: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl Worker {
@@ -125,6 +127,7 @@ impl Worker {
         config: MediaConfig,
         metrics: Arc<Metrics>,
         events: mpsc::UnboundedSender<MediaEvent>,
+        open_rooms: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     ) -> std::io::Result<Self> {
         let local_addr = socket.local_addr()?;
         Ok(Self {
@@ -143,6 +146,7 @@ impl Worker {
             touched: Vec::new(),
             dropped_logged_at: None,
             next_quality_at: Instant::now() + QUALITY_INTERVAL,
+            open_rooms,
         })
     }
 
@@ -204,12 +208,12 @@ impl Worker {
 
     fn handle_command(&mut self, command: Command) {
         match command {
-            Command::OpenRoom { room_id } => {
+            Command::OpenRoom { room_id, empty_timeout } => {
                 if !self.room_keys.contains_key(&room_id) {
                     let key = self.allocate_key();
                     info!(room_id = %room_id, "room opened on media plane");
                     self.room_keys.insert(room_id.clone(), key);
-                    self.rooms.insert(key, Room::new(room_id));
+                    self.rooms.insert(key, Room::new(room_id, empty_timeout));
                     Metrics::set(&self.metrics.rooms, self.rooms.len() as u64);
                 }
             }
@@ -476,6 +480,7 @@ impl Worker {
     }
 
     fn housekeeping(&mut self, now: Instant) {
+        self.close_empty_rooms(now);
         if now >= self.next_quality_at {
             self.next_quality_at = now + QUALITY_INTERVAL;
             self.report_quality(now);
@@ -1110,7 +1115,30 @@ impl Worker {
         Metrics::set(&self.metrics.participants, participants as u64);
     }
 
+    /// Tracks when each room became empty and closes rooms empty for longer
+    /// than their timeout.
+    fn close_empty_rooms(&mut self, now: Instant) {
+        let mut expired = Vec::new();
+        for room in self.rooms.values_mut() {
+            let connected = room.peers.iter().any(|key| self.peers.get(key).is_some_and(|p| p.connected));
+            if connected {
+                room.empty_since = None;
+                continue;
+            }
+            let since = *room.empty_since.get_or_insert(now);
+            if room.empty_timeout.is_some_and(|timeout| now.duration_since(since) >= timeout) {
+                expired.push(room.room_id.clone());
+            }
+        }
+        for room_id in expired {
+            info!(room_id = %room_id, "closing room after its empty timeout");
+            self.close_room(&room_id, "empty timeout");
+            let _ = self.events.send(MediaEvent::RoomEmptyTimeout { room_id, at_ms: unix_ms_now() });
+        }
+    }
+
     fn close_room(&mut self, room_id: &str, reason: &str) {
+        self.open_rooms.lock().expect("room set lock").remove(room_id);
         let Some(room_key) = self.room_keys.remove(room_id) else { return };
         let peers: Vec<PeerKey> = self.rooms.get(&room_key).map(|r| r.peers.clone()).unwrap_or_default();
         for key in peers {

@@ -44,7 +44,9 @@ impl RoomServiceImpl {
         // A retry returns the room of the first call, open or closed, and
         // opens nothing in the media plane.
         if created {
-            self.media.open_room(&row.room_id, max_participants);
+            let empty_timeout = (settings.empty_timeout_s > 0)
+                .then(|| std::time::Duration::from_secs(u64::from(settings.empty_timeout_s)));
+            self.media.open_room(&row.room_id, max_participants, empty_timeout);
             let detail = json!({
                 "incident_id": row.incident_id,
                 "call_type": row.call_type,

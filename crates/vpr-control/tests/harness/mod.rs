@@ -64,7 +64,7 @@ pub struct RecordingMedia {
 }
 
 impl MediaRooms for RecordingMedia {
-    fn open_room(&self, room_id: &str, max_participants: u32) {
+    fn open_room(&self, room_id: &str, max_participants: u32, _empty_timeout: Option<std::time::Duration>) {
         self.calls.lock().unwrap().push(MediaCall::Open {
             room_id: room_id.to_owned(),
             max_participants,
