@@ -171,12 +171,19 @@ async fn websocket_join_renegotiates_tracks() {
     .await;
 
     // It leaves: its tracks go away, the resident's keep flowing.
-    second_publisher.stop().await.expect("second WHIP stop");
+    // Read before the leave: the server may offer and the client answer
+    // before stop() returns.
     let offers_before_leave = received.lock().unwrap().offers;
-    wait_for("a renegotiation after the second publisher left", Duration::from_secs(8), || {
-        received.lock().unwrap().offers > offers_before_leave
-    })
-    .await;
+    second_publisher.stop().await.expect("second WHIP stop");
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while received.lock().unwrap().offers <= offers_before_leave {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for a renegotiation after the second publisher left\n{}",
+            server.log_tail(120)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let counts = |r: &Arc<Mutex<Received>>| r.lock().unwrap().packets.clone();
     let before = counts(&received);
     tokio::time::sleep(Duration::from_millis(1_000)).await;
