@@ -3,4 +3,5 @@
 
 pub mod netns;
 pub mod page_server;
+pub mod rerun;
 pub mod webdriver;

@@ -295,6 +295,70 @@ impl Drop for Session {
     }
 }
 
+/// W3C WebDriver key of an element reference in a response.
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+// Page interaction used by the join-page tests; chromium_whip.rs does not
+// call these, hence `allow(dead_code)`.
+#[allow(dead_code)]
+impl Session {
+    /// Runs `script` synchronously in the page with `args` and returns what
+    /// it returns.
+    pub async fn execute(&self, script: &str, args: &[Value]) -> Result<Value, WebDriverError> {
+        self.command("POST", "/execute/sync", Some(json!({ "script": script, "args": args })))
+            .await
+    }
+
+    /// Clicks the first element matching the CSS `selector`, as a user
+    /// would: scrolled into view, with a real pointer event.
+    pub async fn click(&self, selector: &str) -> Result<(), WebDriverError> {
+        let found = self
+            .command(
+                "POST",
+                "/element",
+                Some(json!({ "using": "css selector", "value": selector })),
+            )
+            .await?;
+        let Some(element) = found[ELEMENT_KEY].as_str() else {
+            return Err(WebDriverError::MissingField {
+                method: "POST",
+                url: format!("{}/element", self.url),
+                field: ELEMENT_KEY,
+                body: found,
+            });
+        };
+        self.command("POST", &format!("/element/{element}/click"), Some(json!({})))
+            .await
+            .map(drop)
+    }
+
+    /// Resizes the current window to `width` x `height` CSS pixels. In
+    /// headless Chromium the viewport then has the same size.
+    pub async fn set_window_size(&self, width: u32, height: u32) -> Result<(), WebDriverError> {
+        self.command(
+            "POST",
+            "/window/rect",
+            Some(json!({ "width": width, "height": height })),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Takes a PNG screenshot of the current window's viewport.
+    pub async fn screenshot_png(&self) -> Result<Vec<u8>, WebDriverError> {
+        use base64::Engine as _;
+
+        let value = self.command("GET", "/screenshot", None).await?;
+        let encoded = self.string_field(value, None, "/screenshot")?;
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded.as_bytes())
+            .map_err(|error| WebDriverError::Script {
+                function: "screenshot".to_owned(),
+                message: format!("the screenshot is not valid base64: {error}"),
+            })
+    }
+}
+
 /// Sends one WebDriver command and returns the `value` of its response.
 async fn send(
     http: &reqwest::Client,

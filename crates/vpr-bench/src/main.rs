@@ -2,14 +2,18 @@
 //!
 //! `publish` sends the test clip as a resident's phone would; `subscribe`
 //! receives a room as an officer's browser would and prints what arrives
-//! each second. Both bind 127.0.0.1 only. Load scenarios build on these
-//! clients.
+//! each second. Both bind 127.0.0.1 only. `run` loads a server with a
+//! scenario of many rooms built from these clients, prints a summary, writes
+//! JSON and SVG reports and exits with status 1 when a threshold is missed
+//! (2 when the run could not start).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use vpr_bench::client::{PublisherMedia, WhepSubscriber, WhipPublisher};
+
+mod run_command;
 
 #[derive(Parser)]
 #[command(name = "vpr-bench", about = "WHIP/WHEP clients for VPR (loopback only)")]
@@ -50,6 +54,8 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         duration_s: u64,
     },
+    /// Run a load scenario: rooms, participants, thresholds.
+    Run(Box<run_command::RunArgs>),
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -57,6 +63,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
@@ -64,6 +71,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
 
     match Cli::parse().command {
+        Command::Run(args) => std::process::exit(run_command::run(*args).await),
         Command::Publish { whip, token, video, audio, duration_s } => {
             let started = Instant::now();
             let publisher = WhipPublisher::start(&whip, &token, PublisherMedia::looping(video, audio)).await?;

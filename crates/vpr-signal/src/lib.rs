@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod error;
 pub mod health;
+pub mod pages;
 pub mod state;
 pub mod snapshot;
 pub mod whip;
@@ -47,6 +48,8 @@ pub fn router(state: SignalState, config: &SignalConfig) -> Router {
                 .options(whip::options)
                 .layer(DefaultBodyLimit::max(snapshot_limit)),
         )
+        .route("/join", get(pages::join))
+        .route("/assets/{file}", get(pages::asset))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

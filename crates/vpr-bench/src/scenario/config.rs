@@ -1,0 +1,312 @@
+//! Scenario of a load run: which server to load, how many rooms and
+//! participants of each role, how fast they join, for how long, and the
+//! thresholds the run must meet. Read from a TOML file; the CLI overrides
+//! single fields.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Failure to read or validate a scenario.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// The scenario file could not be read.
+    #[error("reading scenario file {path}: {source}")]
+    Read {
+        /// Path of the file.
+        path: PathBuf,
+        /// Underlying I/O error.
+        source: std::io::Error,
+    },
+
+    /// The scenario file is not valid TOML or has unknown or mistyped fields.
+    #[error("parsing scenario: {0}")]
+    Parse(#[from] toml::de::Error),
+
+    /// A field has a value the runner cannot use.
+    #[error("invalid scenario field {field}: {reason}")]
+    Invalid {
+        /// Name of the field, as in the TOML file.
+        field: &'static str,
+        /// Description of the problem and of the accepted values.
+        reason: String,
+    },
+}
+
+/// Limits a run must meet; a missed one makes `vpr-bench run` exit non-zero.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Thresholds {
+    /// Maximum 95th percentile of the time from CreateRoom to a
+    /// subscriber's first complete video frame, in milliseconds.
+    pub max_first_frame_p95_ms: Option<f64>,
+    /// Minimum ratio of video frames received to frames expected, summed
+    /// over all subscribers (0.0 to 1.0). Frames count from each
+    /// subscriber's first complete frame; the wait for it is first-frame time.
+    pub min_receive_ratio: Option<f64>,
+    /// Maximum number of participants whose admission, WHIP or WHEP join
+    /// failed.
+    pub max_failed_joins: Option<u64>,
+}
+
+/// A load scenario. Every field has a default, so a TOML file names only
+/// what it changes.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Scenario {
+    /// gRPC endpoint of the control plane, e.g. `http://127.0.0.1:50051`.
+    pub server_grpc: String,
+    /// HTTP base URL of the server, for `/metrics`, e.g. `http://127.0.0.1:8080`.
+    pub server_http: String,
+    /// API key id used to sign the control-plane JWT.
+    pub key_id: String,
+    /// API key secret; never written to the report.
+    #[serde(skip_serializing)]
+    pub key_secret: String,
+    /// Rooms to create.
+    pub rooms: u32,
+    /// Residents per room; each publishes the looping clip over WHIP.
+    pub residents_per_room: u32,
+    /// Officers per room; each receives over WHEP.
+    pub officers_per_room: u32,
+    /// Observers per room; each receives over WHEP.
+    pub observers_per_room: u32,
+    /// Participant joins (admission plus WHIP/WHEP) started per second,
+    /// over all rooms.
+    pub join_rate: f64,
+    /// Length of the run in seconds, from the first CreateRoom until the
+    /// clients stop; the join ramp is part of it.
+    pub duration_s: u64,
+    /// VP8 video (IVF) the residents publish.
+    pub video: PathBuf,
+    /// Opus audio (Ogg) the residents publish.
+    pub audio: PathBuf,
+    /// Process id of the server, to read its CPU time and peak memory.
+    pub server_pid: Option<u32>,
+    /// Path of the JSON report to write.
+    pub report_json: Option<PathBuf>,
+    /// Path of the SVG plot over time to write.
+    pub report_svg: Option<PathBuf>,
+    /// Limits the run must meet.
+    pub thresholds: Thresholds,
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Self {
+            server_grpc: "http://127.0.0.1:50051".to_owned(),
+            server_http: "http://127.0.0.1:8080".to_owned(),
+            key_id: "dev".to_owned(),
+            key_secret: "dev-secret-change-me".to_owned(),
+            rooms: 1,
+            residents_per_room: 1,
+            officers_per_room: 1,
+            observers_per_room: 0,
+            join_rate: 10.0,
+            duration_s: 30,
+            video: PathBuf::from("tests/media/clip.ivf"),
+            audio: PathBuf::from("tests/media/clip.ogg"),
+            server_pid: None,
+            report_json: None,
+            report_svg: None,
+            thresholds: Thresholds::default(),
+        }
+    }
+}
+
+/// Leaves the secret out, so that a scenario can be logged.
+impl std::fmt::Debug for Scenario {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scenario")
+            .field("server_grpc", &self.server_grpc)
+            .field("server_http", &self.server_http)
+            .field("key_id", &self.key_id)
+            .field("rooms", &self.rooms)
+            .field("residents_per_room", &self.residents_per_room)
+            .field("officers_per_room", &self.officers_per_room)
+            .field("observers_per_room", &self.observers_per_room)
+            .field("join_rate", &self.join_rate)
+            .field("duration_s", &self.duration_s)
+            .field("server_pid", &self.server_pid)
+            .field("thresholds", &self.thresholds)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Scenario {
+    /// Parses a scenario from TOML text; fields not given keep their defaults.
+    pub fn from_toml_str(text: &str) -> Result<Self, ScenarioError> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// Reads and parses a scenario file.
+    pub fn load(path: &Path) -> Result<Self, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml_str(&text)
+    }
+
+    /// Participants in one room.
+    pub fn participants_per_room(&self) -> u32 {
+        self.residents_per_room + self.officers_per_room + self.observers_per_room
+    }
+
+    /// Subscribers (officers and observers) over all rooms.
+    pub fn total_subscribers(&self) -> u64 {
+        u64::from(self.rooms) * u64::from(self.officers_per_room + self.observers_per_room)
+    }
+
+    /// Participant joins over all rooms.
+    pub fn total_joins(&self) -> u64 {
+        u64::from(self.rooms) * u64::from(self.participants_per_room())
+    }
+
+    /// Seconds the join ramp takes at `join_rate`.
+    pub fn ramp_s(&self) -> f64 {
+        self.total_joins() as f64 / self.join_rate
+    }
+
+    /// Checks that the runner can carry the scenario out.
+    pub fn validate(&self) -> Result<(), ScenarioError> {
+        let invalid = |field, reason: &str| ScenarioError::Invalid {
+            field,
+            reason: reason.to_owned(),
+        };
+        if self.rooms == 0 {
+            return Err(invalid("rooms", "must be at least 1"));
+        }
+        if self.participants_per_room() == 0 {
+            return Err(invalid(
+                "residents_per_room",
+                "a room needs at least one resident, officer or observer",
+            ));
+        }
+        if !(self.join_rate.is_finite() && self.join_rate > 0.0) {
+            return Err(invalid("join_rate", "must be a positive number of joins per second"));
+        }
+        if self.duration_s == 0 {
+            return Err(invalid("duration_s", "must be at least 1"));
+        }
+        if self.ramp_s() >= self.duration_s as f64 {
+            return Err(ScenarioError::Invalid {
+                field: "duration_s",
+                reason: format!(
+                    "{} joins at {} per second take {:.1} s, which is not less than the \
+                     duration of {} s; raise join_rate or duration_s",
+                    self.total_joins(),
+                    self.join_rate,
+                    self.ramp_s(),
+                    self.duration_s
+                ),
+            });
+        }
+        if self.key_id.is_empty() || self.key_secret.is_empty() {
+            return Err(invalid("key_id", "the API key id and secret must not be empty"));
+        }
+        if let Some(ratio) = self.thresholds.min_receive_ratio {
+            if !(0.0..=1.0).contains(&ratio) {
+                return Err(invalid("thresholds.min_receive_ratio", "must lie between 0.0 and 1.0"));
+            }
+        }
+        if let Some(max_ms) = self.thresholds.max_first_frame_p95_ms {
+            if !(max_ms.is_finite() && max_ms > 0.0) {
+                return Err(invalid(
+                    "thresholds.max_first_frame_p95_ms",
+                    "must be a positive number of milliseconds",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_sets_given_fields_and_keeps_defaults() {
+        let scenario = Scenario::from_toml_str(
+            r#"
+            server_grpc = "http://127.0.0.1:15051"
+            rooms = 4
+            residents_per_room = 1
+            officers_per_room = 2
+            observers_per_room = 1
+            join_rate = 5.5
+            duration_s = 60
+            server_pid = 4242
+
+            [thresholds]
+            max_first_frame_p95_ms = 2500
+            min_receive_ratio = 0.95
+            "#,
+        )
+        .unwrap();
+
+        assert_eq!(scenario.server_grpc, "http://127.0.0.1:15051");
+        assert_eq!(scenario.rooms, 4);
+        assert_eq!(scenario.officers_per_room, 2);
+        assert_eq!(scenario.observers_per_room, 1);
+        assert_eq!(scenario.join_rate, 5.5);
+        assert_eq!(scenario.duration_s, 60);
+        assert_eq!(scenario.server_pid, Some(4242));
+        assert_eq!(scenario.thresholds.max_first_frame_p95_ms, Some(2500.0));
+        assert_eq!(scenario.thresholds.min_receive_ratio, Some(0.95));
+        assert_eq!(scenario.thresholds.max_failed_joins, None);
+        assert_eq!(scenario.server_http, "http://127.0.0.1:8080");
+        assert_eq!(scenario.key_id, "dev");
+        assert_eq!(scenario.total_subscribers(), 12);
+        assert_eq!(scenario.total_joins(), 16);
+        scenario.validate().unwrap();
+    }
+
+    #[test]
+    fn toml_rejects_unknown_field() {
+        let error = Scenario::from_toml_str("roms = 3").unwrap_err();
+        assert!(error.to_string().contains("roms"), "{error}");
+    }
+
+    #[test]
+    fn toml_rejects_mistyped_field() {
+        let error = Scenario::from_toml_str("rooms = \"three\"").unwrap_err();
+        assert!(matches!(error, ScenarioError::Parse(_)), "{error}");
+    }
+
+    #[test]
+    fn validate_rejects_ramp_longer_than_duration() {
+        let scenario = Scenario {
+            rooms: 10,
+            officers_per_room: 9,
+            join_rate: 10.0,
+            duration_s: 10,
+            ..Scenario::default()
+        };
+        let error = scenario.validate().unwrap_err();
+        assert!(
+            matches!(error, ScenarioError::Invalid { field: "duration_s", .. }),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn validate_rejects_receive_ratio_above_one() {
+        let mut scenario = Scenario::default();
+        scenario.thresholds.min_receive_ratio = Some(1.5);
+        let error = scenario.validate().unwrap_err();
+        assert!(
+            matches!(error, ScenarioError::Invalid { field: "thresholds.min_receive_ratio", .. }),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn debug_leaves_secret_out() {
+        let scenario = Scenario::default();
+        assert!(!format!("{scenario:?}").contains("dev-secret-change-me"));
+        let json = serde_json::to_string(&scenario).unwrap();
+        assert!(!json.contains("dev-secret-change-me"), "{json}");
+    }
+}

@@ -1,0 +1,25 @@
+//! Load scenarios for `vpr-bench run`: rooms with residents publishing the
+//! test clip and officers and observers receiving it, joined over the same
+//! gRPC and WHIP/WHEP paths the CAD and clients use, measured per
+//! subscriber and checked against thresholds.
+//!
+//! NOTE: officers only receive for now; end-to-end delay (abs-capture-time),
+//! simulcast layers and comparison runs against other SFUs are not measured.
+
+pub mod config;
+pub mod control;
+pub mod freeze;
+pub mod join;
+pub mod metrics;
+pub mod percentile;
+pub mod process;
+pub mod report;
+pub mod runner;
+pub mod sampler;
+pub mod summarize;
+pub mod svg;
+pub mod thresholds;
+
+pub use config::{Scenario, ScenarioError, Thresholds};
+pub use report::Report;
+pub use runner::{run, RunError};

@@ -1,0 +1,310 @@
+//! Report of a load run: what was requested, what connected, what arrived,
+//! how the harness and server processes fared, one point per second over
+//! time, and the threshold outcomes. Serialized as the JSON report and
+//! printed as a summary table.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::config::Scenario;
+use super::percentile::Percentiles;
+use super::thresholds::ThresholdResult;
+
+/// Everything a run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The scenario that ran, without the API key secret.
+    pub scenario: Scenario,
+    /// When the run started, unix ms.
+    pub started_at_unix_ms: u64,
+    /// Wall-clock length of the run, from the first CreateRoom until the
+    /// last client stopped, in seconds.
+    pub wall_s: f64,
+    /// Rooms created.
+    pub rooms: Counts,
+    /// Residents publishing over WHIP.
+    pub publishers: Counts,
+    /// Officers and observers receiving over WHEP.
+    pub subscribers: Counts,
+    /// The first errors of failed joins and control calls, at most
+    /// [`MAX_ERRORS`].
+    pub errors: Vec<String>,
+    /// Remote tracks the subscribers announced, against the tracks a room
+    /// with a resident offers (one audio, one video per subscriber).
+    pub tracks: TrackCounts,
+    /// Video as the subscribers received it.
+    pub video: VideoSummary,
+    /// Audio as the subscribers received it.
+    pub audio: AudioSummary,
+    /// Time from CreateRoom to each subscriber's first complete video frame, ms.
+    pub first_frame_ms: Option<Percentiles>,
+    /// Time from the start of each subscriber's join (AdmitParticipant) to
+    /// its first complete video frame, ms.
+    pub join_to_first_frame_ms: Option<Percentiles>,
+    /// Time from the start of each subscriber's join until ICE and DTLS
+    /// finished, ms.
+    pub subscriber_connect_ms: Option<Percentiles>,
+    /// Connected subscribers that received no complete video frame.
+    pub subscribers_without_frames: u64,
+    /// Gaps between complete frames longer than 500 ms.
+    pub freezes: FreezeSummary,
+    /// Bytes the server sent over UDP during the run (all rooms, media and
+    /// RTCP), from `/metrics`; `None` when `/metrics` could not be read.
+    pub server_egress: Option<Egress>,
+    /// CPU and memory of the harness.
+    pub harness: ProcessFigures,
+    /// CPU and memory of the server, when its process id was given.
+    pub server: Option<ProcessFigures>,
+    /// One point per second of the run.
+    pub timeline: Vec<TimelinePoint>,
+    /// Outcome of each threshold that was set.
+    pub thresholds: Vec<ThresholdResult>,
+    /// Whether every threshold was met.
+    pub passed: bool,
+}
+
+/// Maximum number of error messages kept in the report.
+pub const MAX_ERRORS: usize = 20;
+
+/// Requested, connected and failed counts of one kind of thing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// How many the scenario asked for.
+    pub requested: u64,
+    /// How many were created or connected.
+    pub connected: u64,
+    /// How many failed, including joins still unfinished at the end.
+    pub failed: u64,
+}
+
+/// Remote tracks expected and announced over all subscribers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct TrackCounts {
+    /// Tracks the connected subscribers should have received.
+    pub expected: u64,
+    /// Tracks they announced (`on_track`).
+    pub received: u64,
+}
+
+/// Video received over all subscribers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct VideoSummary {
+    /// Frames the publishers sent over the run.
+    pub frames_sent: u64,
+    /// Frames each subscriber should have received, summed: the frames the
+    /// room's first resident sent from the subscriber's first complete frame
+    /// on (from its connection for a subscriber that received none).
+    pub frames_expected: u64,
+    /// Complete frames received.
+    pub frames_received: u64,
+    /// `frames_received / frames_expected`; `None` when nothing was expected.
+    pub receive_ratio: Option<f64>,
+    /// Lowest receive ratio of a single subscriber.
+    pub min_subscriber_receive_ratio: Option<f64>,
+    /// Keyframes received.
+    pub keyframes_received: u64,
+    /// RTP packets received.
+    pub packets_received: u64,
+    /// Packets missing from the sequence numbers.
+    pub packets_missing: u64,
+    /// `packets_missing / (packets_received + packets_missing)`.
+    pub loss_ratio: Option<f64>,
+    /// Packets at or below the highest sequence number seen.
+    pub packets_late: u64,
+    /// Frames started but not completed.
+    pub frames_incomplete: u64,
+    /// RTP packets received per second per subscriber, averaged over the
+    /// time each was connected.
+    pub packets_per_s_per_subscriber: Option<f64>,
+}
+
+/// Audio received over all subscribers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct AudioSummary {
+    /// RTP packets received.
+    pub packets_received: u64,
+    /// Packets missing from the sequence numbers.
+    pub packets_missing: u64,
+    /// `packets_missing / (packets_received + packets_missing)`.
+    pub loss_ratio: Option<f64>,
+}
+
+/// Freezes over all subscribers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct FreezeSummary {
+    /// Freezes counted.
+    pub count: u64,
+    /// Subscribers with at least one freeze.
+    pub subscribers_affected: u64,
+    /// Time frozen, summed over all subscribers, in seconds.
+    pub frozen_s: f64,
+    /// Longest gap between complete frames of any subscriber, in ms.
+    pub longest_gap_ms: f64,
+}
+
+/// Server UDP egress over the run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Egress {
+    /// Bytes sent.
+    pub bytes: f64,
+    /// Average bitrate in kbit/s.
+    pub kbps: f64,
+    /// `kbps` divided by the connected subscribers.
+    pub kbps_per_subscriber: Option<f64>,
+}
+
+/// CPU and memory figures of one process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct ProcessFigures {
+    /// CPU time (user plus system) used during the run, in seconds.
+    pub cpu_s: f64,
+    /// `cpu_s` as a percentage of one core over the run's wall time.
+    pub cpu_percent_of_one_core: f64,
+    /// Peak resident set size (VmHWM) at the end, in KiB.
+    pub peak_rss_kib: Option<u64>,
+}
+
+/// Measurements of one second of the run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct TimelinePoint {
+    /// Seconds since the start, at the end of this second.
+    pub t_s: f64,
+    /// Publishers connected at that moment.
+    pub publishers_connected: u64,
+    /// Subscribers connected at that moment.
+    pub subscribers_connected: u64,
+    /// Complete video frames received in this second, over all subscribers.
+    pub video_frames_per_s: f64,
+    /// Harness CPU in this second, percent of one core.
+    pub harness_cpu_percent: f64,
+    /// Server CPU in this second, percent of one core.
+    pub server_cpu_percent: Option<f64>,
+}
+
+impl Report {
+    /// Renders the summary table printed at the end of a run.
+    pub fn summary_table(&self) -> String {
+        let mut rows: Vec<(String, String)> = Vec::new();
+        let mut row = |name: &str, value: String| rows.push((name.to_owned(), value));
+
+        row("wall time", format!("{:.1} s", self.wall_s));
+        row("rooms", counts(&self.rooms));
+        row("publishers", counts(&self.publishers));
+        row("subscribers", counts(&self.subscribers));
+        row(
+            "tracks received / expected",
+            format!("{} / {}", self.tracks.received, self.tracks.expected),
+        );
+        row(
+            "video frames received / expected",
+            format!(
+                "{} / {} (ratio {}, worst subscriber {})",
+                self.video.frames_received,
+                self.video.frames_expected,
+                optional(self.video.receive_ratio, 3),
+                optional(self.video.min_subscriber_receive_ratio, 3)
+            ),
+        );
+        row("first frame after CreateRoom", percentiles_ms(&self.first_frame_ms));
+        row("first frame after join", percentiles_ms(&self.join_to_first_frame_ms));
+        row("subscriber connect", percentiles_ms(&self.subscriber_connect_ms));
+        row("subscribers without frames", self.subscribers_without_frames.to_string());
+        row(
+            "video packets lost",
+            format!(
+                "{} of {} (ratio {}), late {}, incomplete frames {}",
+                self.video.packets_missing,
+                self.video.packets_received + self.video.packets_missing,
+                optional(self.video.loss_ratio, 4),
+                self.video.packets_late,
+                self.video.frames_incomplete
+            ),
+        );
+        row(
+            "audio packets lost",
+            format!(
+                "{} of {} (ratio {})",
+                self.audio.packets_missing,
+                self.audio.packets_received + self.audio.packets_missing,
+                optional(self.audio.loss_ratio, 4)
+            ),
+        );
+        row(
+            "freezes (> 500 ms)",
+            format!(
+                "{} on {} subscribers, {:.1} s frozen, longest gap {:.0} ms",
+                self.freezes.count,
+                self.freezes.subscribers_affected,
+                self.freezes.frozen_s,
+                self.freezes.longest_gap_ms
+            ),
+        );
+        row(
+            "video packets/s per subscriber",
+            optional(self.video.packets_per_s_per_subscriber, 1),
+        );
+        row(
+            "server UDP egress",
+            match &self.server_egress {
+                Some(egress) => format!(
+                    "{:.0} kbit/s ({} kbit/s per subscriber)",
+                    egress.kbps,
+                    optional(egress.kbps_per_subscriber, 0)
+                ),
+                None => "not measured".to_owned(),
+            },
+        );
+        row("harness", process(&Some(self.harness)));
+        row("server", process(&self.server));
+        for threshold in &self.thresholds {
+            row("threshold", threshold.describe());
+        }
+
+        let width = rows.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
+        let mut table = String::new();
+        for (name, value) in rows {
+            let _ = writeln!(table, "{name:<width$}  {value}");
+        }
+        table
+    }
+}
+
+fn counts(counts: &Counts) -> String {
+    format!(
+        "{} connected of {} requested, {} failed",
+        counts.connected, counts.requested, counts.failed
+    )
+}
+
+fn optional(value: Option<f64>, decimals: usize) -> String {
+    match value {
+        Some(value) => format!("{value:.decimals$}"),
+        None => "-".to_owned(),
+    }
+}
+
+fn percentiles_ms(percentiles: &Option<Percentiles>) -> String {
+    match percentiles {
+        Some(p) => format!(
+            "p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            p.p50, p.p95, p.p99, p.max
+        ),
+        None => "-".to_owned(),
+    }
+}
+
+fn process(figures: &Option<ProcessFigures>) -> String {
+    match figures {
+        Some(figures) => format!(
+            "CPU {:.2} s ({:.1}% of one core), peak RSS {}",
+            figures.cpu_s,
+            figures.cpu_percent_of_one_core,
+            match figures.peak_rss_kib {
+                Some(kib) => format!("{:.1} MiB", kib as f64 / 1024.0),
+                None => "-".to_owned(),
+            }
+        ),
+        None => "not measured (no --server-pid)".to_owned(),
+    }
+}

@@ -1,0 +1,648 @@
+// Join page logic: reads the join token from the URL, shows the view of its
+// role (resident, officer, observer), joins the room over the WebSocket join
+// (`/ws`, protocol in crates/vpr-signal/src/ws.rs) with one peer connection,
+// and creates an SDP answer to every renegotiation offer of the server.
+//
+// The token is never logged. Its claims are decoded here without checking
+// the signature: the server checks it when the WebSocket opens.
+"use strict";
+
+(() => {
+  const PROTOCOL_VERSION = 1;
+  /** Maximum wait for ICE gathering before the first offer is sent anyway. */
+  const GATHERING_TIMEOUT_MS = 3000;
+  /** Delays before each reconnect attempt, in order. Later attempts reuse the last. */
+  const RECONNECT_DELAYS_MS = [1000, 2000, 4000, 8000];
+  /** Attempts after which a lost call is given up (about 80 s of delays). */
+  const MAX_RECONNECT_ATTEMPTS = 12;
+  /** Attempts after which a call that never joined shows an error. */
+  const MAX_FIRST_JOIN_ATTEMPTS = 3;
+  /** How long ICE may stay `disconnected` before the page rejoins. */
+  const DISCONNECTED_GRACE_MS = 5000;
+  const LANGUAGE_KEY = "vpr.language";
+
+  const STRINGS = window.VPR_STRINGS;
+  const $ = (id) => document.getElementById(id);
+
+  const token = new URLSearchParams(location.search).get("token") || "";
+  const claims = decodeClaims(token);
+  const role = viewOf(claims && claims.role);
+
+  const call = {
+    language: initialLanguage(),
+    state: "idle",
+    ws: null,
+    pc: null,
+    audioTrack: null,
+    videoTrack: null,
+    videoSender: null,
+    facing: "user",
+    canSwitchCamera: false,
+    micMuted: false,
+    remoteMuted: false,
+    soundBlocked: false,
+    joinedOnce: false,
+    offersAnswered: 0,
+    ended: false,
+    ending: null,
+    problem: null,
+    reconnectAttempts: 0,
+    reconnectTimer: null,
+    disconnectedTimer: null,
+    wakeLock: null,
+    /** Remote tracks by receiver track id: `{ element, transceiver }`. */
+    remote: new Map(),
+  };
+
+  // ---- Token and language -------------------------------------------------
+
+  /** Decodes the JWT payload (base64url JSON), or returns null. */
+  function decodeClaims(jwt) {
+    const parts = jwt.split(".");
+    if (parts.length !== 3) return null;
+    try {
+      const base64 = parts[1].replace(/-/g, "+").replace(/_/g, "/");
+      const padded = base64 + "=".repeat((4 - (base64.length % 4)) % 4);
+      const bytes = Uint8Array.from(atob(padded), (c) => c.charCodeAt(0));
+      const payload = JSON.parse(new TextDecoder().decode(bytes));
+      return payload && typeof payload === "object" ? payload : null;
+    } catch {
+      return null;
+    }
+  }
+
+  /** Maps a token role to its view. Dispatchers get the observer view. */
+  function viewOf(tokenRole) {
+    if (tokenRole === "resident" || tokenRole === "officer") return tokenRole;
+    return "observer";
+  }
+
+  function initialLanguage() {
+    try {
+      const saved = localStorage.getItem(LANGUAGE_KEY);
+      if (saved === "en" || saved === "fr") return saved;
+    } catch {
+      // Storage can be disabled, and then the browser language decides.
+    }
+    return (navigator.language || "en").toLowerCase().startsWith("fr") ? "fr" : "en";
+  }
+
+  /** Returns the text of `key` in the current language with `{name}` filled in. */
+  function t(key, values = {}) {
+    const text = STRINGS[call.language][key] ?? STRINGS.en[key] ?? key;
+    return text.replace(/\{(\w+)\}/g, (_, name) => String(values[name] ?? ""));
+  }
+
+  function applyLanguage() {
+    document.documentElement.lang = call.language === "fr" ? "fr-CA" : "en-CA";
+    document.title = t("brand");
+    for (const element of document.querySelectorAll("[data-i18n]")) {
+      element.textContent = t(element.dataset.i18n);
+    }
+    for (const element of document.querySelectorAll("[data-i18n-label]")) {
+      element.setAttribute("aria-label", t(element.dataset.i18nLabel));
+    }
+    const other = call.language === "fr" ? "en" : "fr";
+    const button = $("language");
+    button.textContent = STRINGS[other].languageName;
+    button.lang = other === "fr" ? "fr-CA" : "en-CA";
+    button.setAttribute("aria-label", t("switchLanguage"));
+    $("recording").textContent = t(claims && claims.recording === true ? "recorded" : "notRecorded");
+    renderAll();
+  }
+
+  function toggleLanguage() {
+    call.language = call.language === "fr" ? "en" : "fr";
+    try {
+      localStorage.setItem(LANGUAGE_KEY, call.language);
+    } catch {
+      // Not saved, but the choice still holds for this page.
+    }
+    applyLanguage();
+  }
+
+  // ---- Rendering ----------------------------------------------------------
+
+  const VIEWS = ["loading", "consent", "call", "ended", "problem"];
+
+  function showView(name) {
+    for (const view of VIEWS) $(view).hidden = view !== name;
+  }
+
+  function setState(state) {
+    call.state = state;
+    renderState();
+  }
+
+  function renderAll() {
+    renderState();
+    renderControls();
+    renderWaiting();
+    renderEnded();
+    renderProblem();
+  }
+
+  function renderState() {
+    const keys = {
+      connecting: "stateConnecting",
+      live: "stateLive",
+      reconnecting: "stateReconnecting",
+      ended: "stateEnded",
+    };
+    const element = $("state");
+    element.dataset.state = call.state;
+    element.textContent = keys[call.state] ? t(keys[call.state]) : "";
+  }
+
+  function setButton(button, text, label) {
+    button.textContent = text;
+    button.setAttribute("aria-label", label || text);
+  }
+
+  function renderControls() {
+    const mic = $("mute-mic");
+    mic.hidden = !call.audioTrack;
+    mic.setAttribute("aria-pressed", String(call.micMuted));
+    setButton(mic, t(call.micMuted ? "unmuteMic" : "muteMic"));
+
+    const camera = $("switch-camera");
+    camera.hidden = role !== "resident" || !call.videoTrack || !call.canSwitchCamera;
+    setButton(camera, t(call.facing === "user" ? "switchToBack" : "switchToFront"));
+
+    const remote = $("mute-remote");
+    remote.hidden = role === "resident";
+    remote.setAttribute("aria-pressed", String(call.remoteMuted));
+    if (role === "officer") {
+      setButton(
+        remote,
+        t(call.remoteMuted ? "unmuteResident" : "muteResident"),
+        t(call.remoteMuted ? "unmuteResidentLabel" : "muteResidentLabel"),
+      );
+    } else {
+      setButton(remote, t(call.remoteMuted ? "unmuteCall" : "muteCall"));
+    }
+
+    $("enable-sound").hidden = !call.soundBlocked;
+    setButton($("leave"), t(role === "resident" ? "leaveCall" : "endCall"));
+
+    const local = $("local");
+    local.hidden = !call.videoTrack;
+    local.classList.toggle("mirrored", call.facing === "user");
+  }
+
+  function renderWaiting() {
+    const waiting = $("waiting");
+    const hasVideo = [...call.remote.values()].some((entry) => entry.element.tagName === "VIDEO");
+    waiting.hidden = hasVideo;
+    const keys = { resident: "waitingOfficer", officer: "waitingResident", observer: "waitingVideo" };
+    waiting.textContent = t(keys[role]);
+  }
+
+  function renderEnded() {
+    if (!call.ending) return;
+    const { key, reason } = call.ending;
+    $("ended-reason").textContent = t(key, { reason });
+  }
+
+  function renderProblem() {
+    if (!call.problem) return;
+    const { key, detail, retry } = call.problem;
+    $("problem-detail").textContent = t(key, { detail });
+    $("retry").hidden = !retry;
+  }
+
+  function showProblem(key, detail, retry) {
+    call.problem = { key, detail, retry };
+    setState("idle");
+    showView("problem");
+    renderProblem();
+  }
+
+  // ---- Local media --------------------------------------------------------
+
+  async function acquireMedia() {
+    if (role === "observer") return;
+    const audio = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
+    // A resident shows the scene, so the back camera comes first.
+    const video =
+      role === "resident"
+        ? { facingMode: { ideal: "environment" }, width: { ideal: 1280 }, height: { ideal: 720 } }
+        : { width: { ideal: 1280 }, height: { ideal: 720 } };
+
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({ audio, video });
+    } catch (error) {
+      // An officer without a camera or microphone still joins to watch.
+      if (role === "resident") throw error;
+      stream = await navigator.mediaDevices.getUserMedia({ audio }).catch(() => new MediaStream());
+    }
+    call.audioTrack = stream.getAudioTracks()[0] || null;
+    setVideoTrack(stream.getVideoTracks()[0] || null);
+    if (call.audioTrack) call.audioTrack.enabled = !call.micMuted;
+
+    if (role === "resident" && call.videoTrack) {
+      const cameras = (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === "videoinput");
+      const settings = call.videoTrack.getSettings();
+      call.canSwitchCamera = cameras.length > 1 || typeof settings.facingMode === "string";
+    }
+  }
+
+  function setVideoTrack(track) {
+    call.videoTrack = track;
+    const facing = track && track.getSettings().facingMode;
+    // Desktop cameras report no facing mode and face the user.
+    call.facing = facing === "environment" ? "environment" : "user";
+    $("local").srcObject = track ? new MediaStream([track]) : null;
+  }
+
+  function stopLocalMedia() {
+    for (const track of [call.audioTrack, call.videoTrack]) if (track) track.stop();
+    $("local").srcObject = null;
+  }
+
+  async function switchCamera() {
+    const next = call.facing === "user" ? "environment" : "user";
+    const previous = call.facing;
+    // Many phones cannot open both cameras at once, so the old one stops first.
+    if (call.videoTrack) call.videoTrack.stop();
+    const open = (facingMode) =>
+      navigator.mediaDevices.getUserMedia({ video: { facingMode, width: { ideal: 1280 }, height: { ideal: 720 } } });
+    let stream = null;
+    let facing = next;
+    try {
+      stream = await open({ exact: next });
+    } catch {
+      facing = previous;
+      stream = await open({ ideal: previous }).catch(() => null);
+      announce(t("cameraSwitchFailed"));
+    }
+    const track = stream ? stream.getVideoTracks()[0] : null;
+    setVideoTrack(track);
+    if (track && !track.getSettings().facingMode) call.facing = facing;
+    if (call.videoSender) await call.videoSender.replaceTrack(track).catch((error) => console.warn("replacing the video track failed:", error.name));
+    renderControls();
+  }
+
+  function announce(text) {
+    const element = $("state");
+    element.textContent = text;
+    setTimeout(renderState, 4000);
+  }
+
+  // ---- Joining and signalling --------------------------------------------
+
+  function webSocketUrl() {
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    return `${scheme}//${location.host}/ws?token=${encodeURIComponent(token)}`;
+  }
+
+  function send(ws, message) {
+    if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ v: PROTOCOL_VERSION, ...message }));
+  }
+
+  function gatheringComplete(pc) {
+    if (pc.iceGatheringState === "complete") return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, GATHERING_TIMEOUT_MS);
+      pc.addEventListener("icegatheringstatechange", () => {
+        if (pc.iceGatheringState === "complete") {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+    });
+  }
+
+  async function startCall() {
+    showView("call");
+    setState("connecting");
+    try {
+      await acquireMedia();
+    } catch (error) {
+      showProblem("mediaFailed", error.name || "error", true);
+      return;
+    }
+    renderControls();
+    renderWaiting();
+    connect();
+  }
+
+  async function connect() {
+    clearTimeout(call.reconnectTimer);
+    const pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: "max-bundle", rtcpMuxPolicy: "require" });
+    call.pc = pc;
+    call.videoSender = null;
+    // Send-receive, because the server reuses these sections for the first
+    // remote audio and video before it adds new ones.
+    if (call.audioTrack) pc.addTransceiver(call.audioTrack, { direction: "sendrecv" });
+    if (call.videoTrack) call.videoSender = pc.addTransceiver(call.videoTrack, { direction: "sendrecv" }).sender;
+    // An observer, or an officer without devices, offers one receive-only section.
+    if (!call.audioTrack && !call.videoTrack) pc.addTransceiver("audio", { direction: "recvonly" });
+    pc.addEventListener("track", (event) => addRemoteTrack(pc, event.transceiver));
+    pc.addEventListener("connectionstatechange", () => onConnectionState(pc));
+
+    const ws = new WebSocket(webSocketUrl());
+    call.ws = ws;
+    let pending = Promise.resolve();
+    ws.addEventListener("message", (event) => {
+      pending = pending
+        .then(() => onMessage(ws, pc, event.data))
+        .catch((error) => console.warn("handling a server message failed:", error));
+    });
+    ws.addEventListener("close", () => {
+      if (call.ws === ws) onTransportLost();
+    });
+    const opened = new Promise((resolve, reject) => {
+      ws.addEventListener("open", resolve, { once: true });
+      ws.addEventListener("close", () => reject(new Error("WebSocket closed")), { once: true });
+    });
+
+    try {
+      await pc.setLocalDescription(await pc.createOffer());
+      await gatheringComplete(pc);
+      await opened;
+    } catch {
+      return; // The close listener takes over.
+    }
+    if (call.ws === ws) send(ws, { type: "offer", sdp: pc.localDescription.sdp });
+  }
+
+  async function onMessage(ws, pc, data) {
+    if (call.ws !== ws) return;
+    const message = JSON.parse(data);
+    switch (message.type) {
+      case "joined":
+        call.joinedOnce = true;
+        break;
+      case "answer":
+        await pc.setRemoteDescription({ type: "answer", sdp: message.sdp });
+        syncRemoteTracks(pc);
+        break;
+      case "offer":
+        await pc.setRemoteDescription({ type: "offer", sdp: message.sdp });
+        await pc.setLocalDescription();
+        send(ws, { type: "answer", sdp: pc.localDescription.sdp });
+        call.offersAnswered += 1;
+        syncRemoteTracks(pc);
+        break;
+      case "ended":
+        endCall(endedKey(message.reason), message.reason);
+        break;
+      case "error":
+        console.warn("the server reported an error:", message.message);
+        // Before the first answer the server closes the socket after an
+        // error (room full, participant removed), so retrying cannot help.
+        if (!pc.remoteDescription) {
+          call.ended = true;
+          teardown();
+          stopLocalMedia();
+          showProblem("joinFailed", message.message, false);
+        }
+        break;
+      default:
+        console.warn("ignored a server message of type", message.type);
+    }
+  }
+
+  function endedKey(reason) {
+    const text = String(reason || "").toLowerCase();
+    if (text.includes("replaced")) return "endedReplaced";
+    if (text.includes("room") && text.includes("clos")) return "endedRoomClosed";
+    if (text.includes("remov")) return "endedRemoved";
+    return "endedOther";
+  }
+
+  function onConnectionState(pc) {
+    if (pc !== call.pc) return;
+    clearTimeout(call.disconnectedTimer);
+    switch (pc.connectionState) {
+      case "connected":
+        call.reconnectAttempts = 0;
+        setState("live");
+        keepScreenOn();
+        break;
+      case "disconnected":
+        // ICE often recovers by itself after a short loss.
+        setState("reconnecting");
+        call.disconnectedTimer = setTimeout(() => {
+          if (call.pc === pc && pc.connectionState !== "connected") onTransportLost();
+        }, DISCONNECTED_GRACE_MS);
+        break;
+      case "failed":
+        onTransportLost();
+        break;
+      default:
+        break;
+    }
+  }
+
+  /** Rejoins with a new WebSocket and peer connection after a loss. */
+  function onTransportLost() {
+    if (call.ended) return;
+    teardown();
+    call.reconnectAttempts += 1;
+    const expired = claims.exp && claims.exp * 1000 <= Date.now();
+    if (!call.joinedOnce && call.reconnectAttempts >= MAX_FIRST_JOIN_ATTEMPTS) {
+      call.ended = true;
+      stopLocalMedia();
+      showProblem(expired ? "expiredLink" : "joinFailed", "WebSocket", true);
+      return;
+    }
+    if (expired || call.reconnectAttempts > MAX_RECONNECT_ATTEMPTS) {
+      endCall("endedConnectionLost", "");
+      return;
+    }
+    setState(call.joinedOnce ? "reconnecting" : "connecting");
+    const delay = RECONNECT_DELAYS_MS[Math.min(call.reconnectAttempts, RECONNECT_DELAYS_MS.length) - 1];
+    call.reconnectTimer = setTimeout(connect, delay);
+  }
+
+  function teardown() {
+    clearTimeout(call.reconnectTimer);
+    clearTimeout(call.disconnectedTimer);
+    const { ws, pc } = call;
+    call.ws = null;
+    call.pc = null;
+    call.videoSender = null;
+    if (ws) ws.close(1000);
+    if (pc) pc.close();
+    for (const id of [...call.remote.keys()]) removeRemote(id);
+  }
+
+  function endCall(key, reason) {
+    call.ended = true;
+    call.ending = { key, reason };
+    teardown();
+    stopLocalMedia();
+    releaseScreen();
+    setState("ended");
+    showView("ended");
+    renderEnded();
+    $("ended-title").focus();
+  }
+
+  function leave() {
+    if (call.ws) send(call.ws, { type: "leave" });
+    endCall("endedYouLeft", "");
+  }
+
+  // ---- Remote tracks ------------------------------------------------------
+
+  function addRemoteTrack(pc, transceiver) {
+    if (pc !== call.pc) return;
+    const track = transceiver.receiver.track;
+    if (call.remote.has(track.id)) return;
+
+    const element = document.createElement(track.kind === "video" ? "video" : "audio");
+    element.autoplay = true;
+    element.srcObject = new MediaStream([track]);
+    if (track.kind === "video") {
+      // Sound plays through the audio elements, so the video stays muted.
+      element.muted = true;
+      element.playsInline = true;
+      element.setAttribute("aria-label", t("remoteVideo"));
+      $("remote").append(element);
+    } else {
+      element.muted = call.remoteMuted;
+      $("remote-audio").append(element);
+    }
+    element.play().catch(() => {
+      if (track.kind === "audio") {
+        call.soundBlocked = true;
+        renderControls();
+      }
+    });
+    track.addEventListener("ended", () => removeRemote(track.id));
+    call.remote.set(track.id, { element, transceiver });
+    renderWaiting();
+  }
+
+  /** Drops remote tracks whose section the last negotiation made inactive. */
+  function syncRemoteTracks(pc) {
+    if (pc !== call.pc) return;
+    for (const [id, { transceiver }] of call.remote) {
+      const direction = transceiver.currentDirection;
+      if (direction === "inactive" || direction === "sendonly" || direction === "stopped") removeRemote(id);
+    }
+    renderWaiting();
+  }
+
+  function removeRemote(id) {
+    const entry = call.remote.get(id);
+    if (!entry) return;
+    call.remote.delete(id);
+    entry.element.srcObject = null;
+    entry.element.remove();
+    renderWaiting();
+  }
+
+  async function enableSound() {
+    for (const { element } of call.remote.values()) await element.play().catch(() => {});
+    call.soundBlocked = false;
+    renderControls();
+  }
+
+  // ---- Screen wake lock ---------------------------------------------------
+
+  async function keepScreenOn() {
+    if (!("wakeLock" in navigator) || call.wakeLock || document.visibilityState !== "visible") return;
+    try {
+      call.wakeLock = await navigator.wakeLock.request("screen");
+      call.wakeLock.addEventListener("release", () => (call.wakeLock = null));
+    } catch {
+      // Battery saver or policy. The call works without it.
+    }
+  }
+
+  function releaseScreen() {
+    if (call.wakeLock) call.wakeLock.release().catch(() => {});
+  }
+
+  // ---- Diagnostics for tests and support ----------------------------------
+
+  /** Summarises the peer connection's `getStats()` for tests and support. The result contains no token. */
+  window.vprJoinStats = async () => {
+    const summary = {
+      role,
+      state: call.state,
+      language: call.language,
+      connectionState: call.pc ? call.pc.connectionState : "closed",
+      remoteVideos: [...call.remote.values()].filter((e) => e.element.tagName === "VIDEO").length,
+      remoteAudios: [...call.remote.values()].filter((e) => e.element.tagName === "AUDIO").length,
+      inboundVideo: { framesDecoded: 0, bytesReceived: 0 },
+      inboundAudio: { bytesReceived: 0 },
+      outboundVideo: { framesEncoded: 0, bytesSent: 0 },
+      outboundAudio: { bytesSent: 0 },
+    };
+    if (!call.pc) return summary;
+    summary.signalingState = call.pc.signalingState;
+    summary.transceivers = call.pc.getTransceivers().map((transceiver) => ({
+      mid: transceiver.mid,
+      kind: transceiver.receiver.track.kind,
+      direction: transceiver.direction,
+      currentDirection: transceiver.currentDirection,
+    }));
+    summary.offersAnswered = call.offersAnswered;
+    const report = await call.pc.getStats();
+    for (const entry of report.values()) {
+      if (entry.type === "inbound-rtp" && entry.kind === "video") {
+        summary.inboundVideo.framesDecoded += entry.framesDecoded || 0;
+        summary.inboundVideo.bytesReceived += entry.bytesReceived || 0;
+      } else if (entry.type === "inbound-rtp" && entry.kind === "audio") {
+        summary.inboundAudio.bytesReceived += entry.bytesReceived || 0;
+      } else if (entry.type === "outbound-rtp" && entry.kind === "video") {
+        summary.outboundVideo.framesEncoded += entry.framesEncoded || 0;
+        summary.outboundVideo.bytesSent += entry.bytesSent || 0;
+      } else if (entry.type === "outbound-rtp" && entry.kind === "audio") {
+        summary.outboundAudio.bytesSent += entry.bytesSent || 0;
+      }
+    }
+    return summary;
+  };
+
+  // ---- Start --------------------------------------------------------------
+
+  function init() {
+    document.body.classList.add(`role-${role}`);
+    $("ended-title").tabIndex = -1;
+    $("language").addEventListener("click", toggleLanguage);
+    $("start").addEventListener("click", startCall);
+    $("retry").addEventListener("click", () => {
+      call.ended = false;
+      call.problem = null;
+      call.reconnectAttempts = 0;
+      startCall();
+    });
+    $("mute-mic").addEventListener("click", () => {
+      call.micMuted = !call.micMuted;
+      if (call.audioTrack) call.audioTrack.enabled = !call.micMuted;
+      renderControls();
+    });
+    $("switch-camera").addEventListener("click", switchCamera);
+    $("mute-remote").addEventListener("click", () => {
+      call.remoteMuted = !call.remoteMuted;
+      for (const { element } of call.remote.values()) if (element.tagName === "AUDIO") element.muted = call.remoteMuted;
+      renderControls();
+    });
+    $("enable-sound").addEventListener("click", enableSound);
+    $("leave").addEventListener("click", leave);
+    document.addEventListener("visibilitychange", () => {
+      if (call.state === "live") keepScreenOn();
+    });
+    window.addEventListener("pagehide", () => {
+      if (call.ws && !call.ended) send(call.ws, { type: "leave" });
+    });
+
+    applyLanguage();
+    if (!claims) return showProblem("invalidLink", "", false);
+    if (claims.exp && claims.exp * 1000 <= Date.now()) return showProblem("expiredLink", "", false);
+    if (role === "resident") {
+      showView("consent");
+    } else {
+      startCall();
+    }
+  }
+
+  init();
+})();

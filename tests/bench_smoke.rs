@@ -1,0 +1,153 @@
+//! `vpr-bench run` against a real server: one room, a resident publishing
+//! the test clip, two officers receiving it. A run within its thresholds
+//! exits 0 and writes a JSON report with the measured figures. A run with
+//! an impossible threshold exits 1 and names the threshold it missed.
+//!
+//! The `vpr-bench` binary belongs to the vpr-bench package, so this test
+//! takes it from the workspace's target directory beside `vpr-server`;
+//! `cargo build --workspace --bins` (as tests/run.sh does) puts it there.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::{clip_ivf, clip_ogg, TestServer, API_KEY_ID, API_KEY_SECRET};
+use serde_json::Value;
+
+/// Path of the `vpr-bench` binary built by the workspace.
+fn vpr_bench_binary() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_vpr-server")).with_file_name("vpr-bench");
+    assert!(
+        path.is_file(),
+        "{} is missing; build it with `cargo build -p vpr-bench --bin vpr-bench`",
+        path.display()
+    );
+    let help = std::process::Command::new(&path)
+        .args(["run", "--help"])
+        .output()
+        .unwrap_or_else(|error| panic!("running {} failed: {error}", path.display()));
+    assert!(
+        help.status.success(),
+        "{} has no `run` subcommand; it is older than the source, rebuild it with \
+         `cargo build -p vpr-bench --bin vpr-bench`",
+        path.display()
+    );
+    path
+}
+
+/// Runs `vpr-bench run` for 1 room, 1 resident and 2 officers with `extra`
+/// arguments and returns its output.
+async fn run_bench(server: &TestServer, report: &Path, duration_s: u64, extra: &[&str]) -> Output {
+    let ports = server.ports();
+    let pid = server.pid().expect("the server is running").to_string();
+    let output = tokio::process::Command::new(vpr_bench_binary())
+        .arg("run")
+        .args(["--server-grpc", &format!("http://127.0.0.1:{}", ports.grpc)])
+        .args(["--server-http", &server.http_base()])
+        .args(["--key-id", API_KEY_ID, "--key-secret", API_KEY_SECRET])
+        .args(["--rooms", "1", "--residents-per-room", "1", "--officers-per-room", "2"])
+        .args(["--join-rate", "10", "--duration-s", &duration_s.to_string()])
+        .args(["--server-pid", &pid])
+        .arg("--video")
+        .arg(clip_ivf())
+        .arg("--audio")
+        .arg(clip_ogg())
+        .arg("--report-json")
+        .arg(report)
+        .arg("--report-svg")
+        .arg(report.with_extension("svg"))
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("running vpr-bench failed");
+    println!(
+        "vpr-bench exit {:?}\n--- stdout ---\n{}--- stderr ---\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn read_report(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|error| panic!("reading {}: {error}", path.display()));
+    serde_json::from_str(&text).expect("the JSON report is valid JSON")
+}
+
+fn number(report: &Value, pointer: &str) -> f64 {
+    report
+        .pointer(pointer)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("report field {pointer} is missing or not a number"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_run_meets_and_misses_thresholds() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().expect("creating a temp dir failed");
+
+    // A run within reachable thresholds passes.
+    let report_path = dir.path().join("pass.json");
+    let output = run_bench(
+        &server,
+        &report_path,
+        8,
+        &["--min-receive-ratio", "0.9", "--max-first-frame-p95-ms", "3000"],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", server.log_tail(40));
+
+    let report = read_report(&report_path);
+    assert_eq!(number(&report, "/subscribers/requested"), 2.0);
+    assert_eq!(number(&report, "/subscribers/connected"), 2.0);
+    assert_eq!(number(&report, "/subscribers/failed"), 0.0);
+    assert_eq!(number(&report, "/publishers/connected"), 1.0);
+    assert_eq!(number(&report, "/rooms/connected"), 1.0);
+    assert_eq!(number(&report, "/tracks/expected"), 4.0);
+    assert_eq!(number(&report, "/tracks/received"), 4.0);
+    let frames_received = number(&report, "/video/frames_received");
+    let frames_expected = number(&report, "/video/frames_expected");
+    assert!(frames_received > 0.0, "no video frames received");
+    // The clip runs at 30 frames/s; two subscribers for several seconds.
+    assert!(frames_expected > 200.0, "frames expected {frames_expected}");
+    assert!(number(&report, "/video/receive_ratio") >= 0.9);
+    assert!(number(&report, "/audio/packets_received") > 0.0);
+    let first_frame_p95 = number(&report, "/first_frame_ms/p95");
+    assert!(first_frame_p95 > 0.0, "first-frame p95 {first_frame_p95} ms");
+    assert!(first_frame_p95 <= 3000.0, "first-frame p95 {first_frame_p95} ms");
+    assert!(number(&report, "/first_frame_ms/p50") <= first_frame_p95);
+    assert_eq!(number(&report, "/subscribers_without_frames"), 0.0);
+    assert!(number(&report, "/server/cpu_s") > 0.0, "server CPU time not measured");
+    assert!(number(&report, "/server/peak_rss_kib") > 0.0, "server peak RSS not measured");
+    assert!(number(&report, "/harness/cpu_s") > 0.0, "harness CPU time not measured");
+    assert!(number(&report, "/server_egress/bytes") > 0.0, "server egress not measured");
+    let timeline = report["timeline"].as_array().expect("timeline is an array");
+    assert!(timeline.len() >= 6, "timeline has {} points", timeline.len());
+    assert!(
+        timeline.iter().any(|point| point["subscribers_connected"] == 2),
+        "no timeline point with both subscribers connected"
+    );
+    assert_eq!(report["passed"], Value::Bool(true));
+    assert_eq!(report["thresholds"].as_array().map(Vec::len), Some(2));
+    assert!(report["scenario"].get("key_secret").is_none(), "the report contains the API key secret");
+    let svg = std::fs::read_to_string(report_path.with_extension("svg")).expect("reading the SVG failed");
+    assert!(svg.starts_with("<svg "), "SVG starts with {:?}", &svg[..svg.len().min(40)]);
+    assert_eq!(svg.matches("<polyline").count(), 2);
+
+    // An impossible threshold fails the run and is named.
+    let report_path = dir.path().join("fail.json");
+    let output = run_bench(&server, &report_path, 4, &["--max-first-frame-p95-ms", "1"]).await;
+    assert_eq!(output.status.code(), Some(1), "{}", server.log_tail(40));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("threshold missed: max-first-frame-p95-ms"),
+        "stderr does not name the missed threshold: {stderr}"
+    );
+    let report = read_report(&report_path);
+    assert_eq!(report["passed"], Value::Bool(false));
+    assert_eq!(report["thresholds"][0]["name"], "max-first-frame-p95-ms");
+    assert_eq!(report["thresholds"][0]["passed"], Value::Bool(false));
+    assert!(number(&report, "/video/frames_received") > 0.0);
+}
