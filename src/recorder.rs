@@ -25,6 +25,9 @@ async fn record(store: &Store, event: &MediaEvent) -> Result<(), vpr_store::Stor
             let detail = serde_json::json!({ "reason": reason }).to_string();
             append(store, room_id, "participant_left", Some(participant_id), None, detail, *at_ms).await
         }
+        MediaEvent::ActiveSpeaker { room_id, participant_id, at_ms } => {
+            append(store, room_id, "active_speaker", Some(participant_id), None, String::new(), *at_ms).await
+        }
         MediaEvent::RoomEmptyTimeout { room_id, at_ms } => {
             match store.close_session(room_id, "empty timeout", None, None, *at_ms).await {
                 // Closed over the API in the meantime: nothing to record.

@@ -53,6 +53,15 @@ pub enum MediaEvent {
         /// When it happened.
         at_ms: i64,
     },
+    /// The loudest participant changed.
+    ActiveSpeaker {
+        /// Room id.
+        room_id: String,
+        /// The new active speaker.
+        participant_id: String,
+        /// When it happened.
+        at_ms: i64,
+    },
     /// A new connection of the participant replaced an older one in the
     /// same direction; the participant stays in the room.
     SessionReplaced {

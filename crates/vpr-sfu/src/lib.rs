@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod negotiate;
 pub mod offer;
 pub mod quality;
+pub mod speaker;
 pub mod throttle;
 
 mod room;
@@ -88,6 +89,11 @@ pub enum PeerSignal {
         participants: Vec<RoomParticipant>,
         /// Published tracks.
         tracks: Vec<RoomTrack>,
+    },
+    /// The loudest participant of the room changed.
+    ActiveSpeaker {
+        /// The new active speaker.
+        participant_id: String,
     },
     /// The participant's own connection quality, every report interval.
     Quality {

@@ -12,6 +12,7 @@ use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 use crate::downtrack::{DownTrack, LegParameters};
 use crate::events::TrackKind;
 use crate::quality::AlertState;
+use crate::speaker::SpeakerDetector;
 use crate::throttle::KeyframeThrottle;
 
 /// Key of a peer connection inside the worker.
@@ -43,6 +44,8 @@ pub(crate) struct Publication {
     pub bindings: Vec<Binding>,
     /// Set by the control plane: nothing is forwarded while muted.
     pub muted: bool,
+    /// Publisher's id of the RFC 6464 audio-level extension, if negotiated.
+    pub audio_level_id: Option<u8>,
 }
 
 /// One sender of a subscribing session.
@@ -77,6 +80,7 @@ pub(crate) struct Room {
     pub empty_timeout: Option<std::time::Duration>,
     /// Since when no participant has been connected.
     pub empty_since: Option<std::time::Instant>,
+    pub speakers: SpeakerDetector,
 }
 
 impl Room {
@@ -89,6 +93,7 @@ impl Room {
             alerts: HashMap::new(),
             empty_timeout,
             empty_since: Some(std::time::Instant::now()),
+            speakers: SpeakerDetector::default(),
         }
     }
 

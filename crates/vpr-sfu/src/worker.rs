@@ -49,6 +49,10 @@ const RECV_BATCH: usize = 64;
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(100);
 /// Interval of the quality reports per participant.
 const QUALITY_INTERVAL: Duration = Duration::from_secs(2);
+/// Interval at which the active speaker is re-evaluated.
+const SPEAKER_INTERVAL: Duration = Duration::from_millis(300);
+/// RFC 6464 client-to-mixer audio level.
+const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 
 /// A session the signalling layer negotiated, handed to the worker.
 pub(crate) struct SessionSetup {
@@ -117,6 +121,7 @@ pub(crate) struct Worker {
     touched: Vec<PeerKey>,
     dropped_logged_at: Option<Instant>,
     next_quality_at: Instant,
+    next_speaker_at: Instant,
     /// Rooms sessions may join; shared with the handle.
     open_rooms: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
@@ -146,6 +151,7 @@ impl Worker {
             touched: Vec::new(),
             dropped_logged_at: None,
             next_quality_at: Instant::now() + QUALITY_INTERVAL,
+            next_speaker_at: Instant::now() + SPEAKER_INTERVAL,
             open_rooms,
         })
     }
@@ -481,6 +487,10 @@ impl Worker {
 
     fn housekeeping(&mut self, now: Instant) {
         self.close_empty_rooms(now);
+        if now >= self.next_speaker_at {
+            self.next_speaker_at = now + SPEAKER_INTERVAL;
+            self.report_active_speakers(now);
+        }
         if now >= self.next_quality_at {
             self.next_quality_at = now + QUALITY_INTERVAL;
             self.report_quality(now);
@@ -677,6 +687,7 @@ impl Worker {
             _ => TrackKind::Audio,
         };
         let leg = leg_parameters(&receiver.get_parameters().rtp_parameters);
+        let audio_level_id = leg.extensions.iter().find(|e| e.uri == AUDIO_LEVEL_URI).map(|e| e.id);
         peer.receivers.insert(library_track_id, publication_key);
 
         let track_id = format!("tr_{:016x}", rand::random::<u64>());
@@ -693,6 +704,7 @@ impl Worker {
             throttle: KeyframeThrottle::new(self.config.keyframe_request_interval),
             bindings: Vec::new(),
             muted: false,
+            audio_level_id,
         };
         if let Some(room) = self.rooms.get_mut(&peer.room) {
             room.publications.insert(publication_key, publication);
@@ -784,6 +796,12 @@ impl Worker {
         let Some(publication) = room.publications.get_mut(&publication_key) else { return };
         if publication.muted || publication.codec.is_none() {
             return;
+        }
+        if let Some(id) = publication.audio_level_id {
+            let level = packet.header.extensions.iter().find(|e| e.id == id).and_then(|e| e.payload.first().copied());
+            if let Some(byte) = level {
+                room.speakers.observe(&publication.participant_id, byte & 0x7f, byte & 0x80 != 0, now);
+            }
         }
 
         let mut forwarded = 0u64;
@@ -1095,6 +1113,7 @@ impl Worker {
             if presence.sessions == 0 {
                 let joined = presence.joined;
                 room.presence.remove(&peer.participant_id);
+                room.speakers.remove(&peer.participant_id);
                 if joined {
                     let _ = self.events.send(MediaEvent::ParticipantLeft {
                         room_id: room.room_id.clone(),
@@ -1113,6 +1132,24 @@ impl Worker {
     fn update_participant_gauge(&self) {
         let participants: usize = self.rooms.values().map(|room| room.presence.len()).sum();
         Metrics::set(&self.metrics.participants, participants as u64);
+    }
+
+    /// Reports rooms whose loudest participant changed.
+    fn report_active_speakers(&mut self, now: Instant) {
+        for room in self.rooms.values_mut() {
+            let Some(participant_id) = room.speakers.poll(now) else { continue };
+            debug!(room_id = %room.room_id, participant_id = %participant_id, "active speaker changed");
+            for key in &room.peers {
+                if let Some(signals) = self.peers.get(key).and_then(|p| p.signals.as_ref()) {
+                    let _ = signals.send(PeerSignal::ActiveSpeaker { participant_id: participant_id.clone() });
+                }
+            }
+            let _ = self.events.send(MediaEvent::ActiveSpeaker {
+                room_id: room.room_id.clone(),
+                participant_id,
+                at_ms: unix_ms_now(),
+            });
+        }
     }
 
     /// Tracks when each room became empty and closes rooms empty for longer

@@ -14,6 +14,7 @@
 //! | server | `answer`    | `sdp`                  | answer to the client's first offer |
 //! | server | `offer`     | `sdp`                  | the room's tracks changed; answer it |
 //! | server | `room`      | `participants` [{`participant_id`, `resident`}], `tracks` [{`track_id`, `participant_id`, `kind`}] | who is connected and what they publish, after every change |
+//! | server | `active_speaker` | `participant_id` | the loudest participant changed (RFC 6464 audio levels) |
 //! | server | `quality`   | `bitrate_kbps`, `packet_loss`, `rtt_ms` | this participant's connection quality, every 2 s |
 //! | server | `ended`     | `reason`               | the server ended the session (removed, room closed) |
 //! | server | `error`     | `message`              | a message was invalid; the socket stays open |
@@ -68,6 +69,7 @@ enum ServerMessage<'a> {
     Offer { sdp: &'a str },
     Room { participants: Vec<serde_json::Value>, tracks: Vec<serde_json::Value> },
     Quality { bitrate_kbps: f64, packet_loss: f64, rtt_ms: f64 },
+    ActiveSpeaker { participant_id: &'a str },
     Ended { reason: &'a str },
     Error { message: &'a str },
 }
@@ -179,6 +181,11 @@ async fn run(state: SignalState, claims: JoinClaims, mut socket: WebSocket) {
                             .map(|t| serde_json::json!({ "track_id": t.track_id, "participant_id": t.participant_id, "kind": t.kind.as_str() }))
                             .collect();
                         if send(&mut socket, &ServerMessage::Room { participants, tracks }).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(PeerSignal::ActiveSpeaker { participant_id }) => {
+                        if send(&mut socket, &ServerMessage::ActiveSpeaker { participant_id: &participant_id }).await.is_err() {
                             break;
                         }
                     }
