@@ -19,6 +19,12 @@
   const MAX_FIRST_JOIN_ATTEMPTS = 3;
   /** How long ICE may stay `disconnected` before the page rejoins. */
   const DISCONNECTED_GRACE_MS = 5000;
+  /** JPEG quality of saved snapshots. */
+  const SNAPSHOT_QUALITY = 0.9;
+  /** Hex digits of the SHA-256 shown after a snapshot is saved. */
+  const SHORT_HASH_DIGITS = 12;
+  /** Maximum number of state changes kept for `vprJoinStats()`. */
+  const MAX_STATE_HISTORY = 50;
   const LANGUAGE_KEY = "vpr.language";
 
   const STRINGS = window.VPR_STRINGS;
@@ -43,6 +49,13 @@
     soundBlocked: false,
     joinedOnce: false,
     offersAnswered: 0,
+    /** Peer connections opened so far, reconnects included. */
+    connections: 0,
+    /** States in the order they were entered, for tests and support. */
+    stateHistory: [],
+    savingSnapshot: false,
+    /** Result of the last snapshot: `{ ok, snapshotId, sha256, sizeBytes, detail }`. */
+    lastSnapshot: null,
     ended: false,
     ending: null,
     problem: null,
@@ -130,6 +143,10 @@
   }
 
   function setState(state) {
+    if (call.state !== state) {
+      call.stateHistory.push(state);
+      if (call.stateHistory.length > MAX_STATE_HISTORY) call.stateHistory.shift();
+    }
     call.state = state;
     renderState();
   }
@@ -181,6 +198,11 @@
     } else {
       setButton(remote, t(call.remoteMuted ? "unmuteCall" : "muteCall"));
     }
+
+    const snapshot = $("save-snapshot");
+    snapshot.hidden = role !== "officer";
+    snapshot.disabled = call.savingSnapshot;
+    setButton(snapshot, t("saveSnapshot"), t("saveSnapshotLabel"));
 
     $("enable-sound").hidden = !call.soundBlocked;
     setButton($("leave"), t(role === "resident" ? "leaveCall" : "endCall"));
@@ -290,6 +312,73 @@
     setTimeout(renderState, 4000);
   }
 
+  // ---- Snapshots ----------------------------------------------------------
+
+  /**
+   * Returns the first remote video with a decoded frame, or null.
+   * NOTE: with a second officer in the call, this is the resident's video only
+   * when the resident's track was added first.
+   */
+  function decodedRemoteVideo() {
+    for (const { element } of call.remote.values()) {
+      if (element.tagName === "VIDEO" && element.videoWidth > 0 && element.readyState >= 2) return element;
+    }
+    return null;
+  }
+
+  /** Encodes the current frame of `video` as a JPEG blob. */
+  function encodeFrame(video) {
+    const canvas = document.createElement("canvas");
+    canvas.width = video.videoWidth;
+    canvas.height = video.videoHeight;
+    canvas.getContext("2d").drawImage(video, 0, 0, canvas.width, canvas.height);
+    return new Promise((resolve, reject) => {
+      canvas.toBlob(
+        (blob) => (blob ? resolve(blob) : reject(new Error("encoding"))),
+        "image/jpeg",
+        SNAPSHOT_QUALITY,
+      );
+    });
+  }
+
+  /** Saves the resident's current video frame to the session record. */
+  async function saveSnapshot() {
+    if (call.savingSnapshot) return;
+    const video = decodedRemoteVideo();
+    if (!video) {
+      call.lastSnapshot = { ok: false, detail: "no video" };
+      announce(t("snapshotNoVideo"));
+      return;
+    }
+    call.savingSnapshot = true;
+    renderControls();
+    try {
+      const blob = await encodeFrame(video);
+      const response = await fetch("/snapshots", {
+        method: "POST",
+        headers: { Authorization: `Bearer ${token}`, "Content-Type": "image/jpeg" },
+        body: blob,
+      });
+      if (response.status !== 201) throw new Error(`HTTP ${response.status}`);
+      const reply = await response.json();
+      call.lastSnapshot = {
+        ok: true,
+        snapshotId: reply.snapshot_id,
+        sha256: reply.sha256,
+        sizeBytes: reply.size_bytes,
+      };
+      announce(t("snapshotSaved", { hash: String(reply.sha256).slice(0, SHORT_HASH_DIGITS) }));
+    } catch (error) {
+      const detail = error.message || error.name || "error";
+      console.warn("saving the snapshot failed:", detail);
+      call.lastSnapshot = { ok: false, detail };
+      announce(t("snapshotFailed", { detail }));
+    } finally {
+      call.savingSnapshot = false;
+      renderControls();
+    }
+  }
+
   // ---- Joining and signalling --------------------------------------------
 
   function webSocketUrl() {
@@ -332,6 +421,7 @@
     clearTimeout(call.reconnectTimer);
     const pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: "max-bundle", rtcpMuxPolicy: "require" });
     call.pc = pc;
+    call.connections += 1;
     call.videoSender = null;
     // Send-receive, because the server reuses these sections for the first
     // remote audio and video before it adds new ones.
@@ -567,6 +657,9 @@
       role,
       state: call.state,
       language: call.language,
+      connections: call.connections,
+      stateHistory: [...call.stateHistory],
+      lastSnapshot: call.lastSnapshot,
       connectionState: call.pc ? call.pc.connectionState : "closed",
       remoteVideos: [...call.remote.values()].filter((e) => e.element.tagName === "VIDEO").length,
       remoteAudios: [...call.remote.values()].filter((e) => e.element.tagName === "AUDIO").length,
@@ -626,6 +719,7 @@
       renderControls();
     });
     $("enable-sound").addEventListener("click", enableSound);
+    $("save-snapshot").addEventListener("click", saveSnapshot);
     $("leave").addEventListener("click", leave);
     document.addEventListener("visibilitychange", () => {
       if (call.state === "live") keepScreenOn();
