@@ -2,7 +2,7 @@
 //!
 //! Each audio packet's level (0 to 127 in -dBov; 0 is loudest) feeds a
 //! per-participant loudness average. The loudest participant above a floor
-//! becomes the active speaker; another takes over only when it is louder by
+//! becomes the active speaker. Another takes over only when it is louder by
 //! a margin, so two people talking at once do not make the choice flap.
 
 use std::collections::HashMap;

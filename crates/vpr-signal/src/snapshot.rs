@@ -20,7 +20,7 @@ use vpr_store::{NewEvent, SnapshotRow};
 use crate::error::SignalError;
 use crate::state::SignalState;
 
-/// Where snapshots are written and how large they may be.
+/// Storage location and size limit of snapshots.
 #[derive(Debug, Clone)]
 pub struct SnapshotConfig {
     /// Directory for the image files, one folder per room.
