@@ -9,6 +9,8 @@
 
 (() => {
   const PROTOCOL_VERSION = 1;
+  /** Longest a renegotiation may take before the page rejoins instead. */
+  const RENEGOTIATION_TIMEOUT_MS = 5000;
   /** Maximum wait for ICE gathering before the first offer is sent anyway. */
   const GATHERING_TIMEOUT_MS = 3000;
   /** Delays before each reconnect attempt, in order. Later attempts reuse the last. */
@@ -470,11 +472,15 @@
         syncRemoteTracks(pc);
         break;
       case "offer":
-        await pc.setRemoteDescription({ type: "offer", sdp: message.sdp });
-        await pc.setLocalDescription();
-        send(ws, { type: "answer", sdp: pc.localDescription.sdp });
-        call.offersAnswered += 1;
-        syncRemoteTracks(pc);
+        // The server sends no further offer until this one is answered, so
+        // a renegotiation that fails or stalls would freeze the call: rejoin
+        // with a fresh connection instead (the server replaces the old one).
+        try {
+          await withTimeout(answerOffer(ws, pc, message.sdp), RENEGOTIATION_TIMEOUT_MS);
+        } catch (error) {
+          console.warn("answering the server's offer failed; rejoining:", error);
+          if (call.ws === ws) onTransportLost();
+        }
         break;
       case "ended":
         endCall(endedKey(message.reason), message.reason);
@@ -493,6 +499,22 @@
       default:
         console.warn("ignored a server message of type", message.type);
     }
+  }
+
+  async function answerOffer(ws, pc, sdp) {
+    await pc.setRemoteDescription({ type: "offer", sdp });
+    await pc.setLocalDescription();
+    send(ws, { type: "answer", sdp: pc.localDescription.sdp });
+    call.offersAnswered += 1;
+    syncRemoteTracks(pc);
+  }
+
+  function withTimeout(promise, ms) {
+    let timer;
+    const timeout = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
+    });
+    return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
   }
 
   function endedKey(reason) {
