@@ -7,31 +7,15 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{admit, clip_ivf, clip_ogg, create_room, TestServer, DRAIN_TIMEOUT};
+use common::{start_live_call, LiveCall, TestServer, DRAIN_TIMEOUT};
 use reqwest::StatusCode;
-use vpr_bench::client::{PublisherMedia, WhepSubscriber, WhipPublisher};
-use vpr_control::pb::{CreateRoomRequest, Role};
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+use vpr_control::pb::CreateRoomRequest;
 
 #[tokio::test]
 async fn sigterm_drains_before_closing() {
     let mut server = TestServer::start().await;
     let mut grpc = server.grpc_client().await;
-    let room = create_room(&mut grpc, "INC-drain").await;
-    let resident = admit(&mut grpc, &room.room_id, "resident", Role::Resident).await;
-    let officer = admit(&mut grpc, &room.room_id, "officer", Role::Officer).await;
-
-    let subscriber = WhepSubscriber::start(&officer.whep_url, &officer.join_token).await.expect("WHEP");
-    subscriber.wait_connected(CONNECT_TIMEOUT).await.expect("subscriber connects");
-    let publisher = WhipPublisher::start(
-        &resident.whip_url,
-        &resident.join_token,
-        PublisherMedia::looping(clip_ivf(), clip_ogg()),
-    )
-    .await
-    .expect("WHIP");
-    publisher.wait_connected(CONNECT_TIMEOUT).await.expect("publisher connects");
+    let LiveCall { publisher, subscriber, .. } = start_live_call(&mut grpc, "INC-drain").await;
     let (reached, _) = subscriber.wait_until(Duration::from_secs(5), |s| s.video.frames >= 10).await;
     assert!(reached, "no video before SIGTERM");
 

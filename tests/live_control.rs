@@ -6,32 +6,17 @@ mod common;
 
 use std::time::Duration;
 
-use common::{admit, clip_ivf, clip_ogg, create_room, TestServer};
+use common::{start_live_call, LiveCall, TestServer};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use reqwest::StatusCode;
-use vpr_bench::client::{prepare_publish_offer, PublisherMedia, WhepSubscriber, WhipPublisher};
-use vpr_control::pb::{GetSessionRequest, MuteTrackRequest, RemoveParticipantRequest, Role};
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+use vpr_bench::client::prepare_publish_offer;
+use vpr_control::pb::{GetSessionRequest, MuteTrackRequest, RemoveParticipantRequest};
 
 #[tokio::test]
 async fn removed_participant_is_cut_off() {
     let server = TestServer::start().await;
     let mut grpc = server.grpc_client().await;
-    let room = create_room(&mut grpc, "INC-remove").await;
-    let resident = admit(&mut grpc, &room.room_id, "resident", Role::Resident).await;
-    let officer = admit(&mut grpc, &room.room_id, "officer", Role::Officer).await;
-
-    let subscriber = WhepSubscriber::start(&officer.whep_url, &officer.join_token).await.expect("WHEP");
-    subscriber.wait_connected(CONNECT_TIMEOUT).await.expect("subscriber connects");
-    let publisher = WhipPublisher::start(
-        &resident.whip_url,
-        &resident.join_token,
-        PublisherMedia::looping(clip_ivf(), clip_ogg()),
-    )
-    .await
-    .expect("WHIP");
-    publisher.wait_connected(CONNECT_TIMEOUT).await.expect("publisher connects");
+    let LiveCall { room, resident, publisher, subscriber, .. } = start_live_call(&mut grpc, "INC-remove").await;
     let (reached, _) = subscriber.wait_until(Duration::from_secs(5), |s| s.video.frames >= 20).await;
     assert!(reached, "no video before the removal");
 
@@ -91,20 +76,7 @@ async fn removed_participant_is_cut_off() {
 async fn muted_track_stops_and_resumes() {
     let server = TestServer::start().await;
     let mut grpc = server.grpc_client().await;
-    let room = create_room(&mut grpc, "INC-mute").await;
-    let resident = admit(&mut grpc, &room.room_id, "resident", Role::Resident).await;
-    let officer = admit(&mut grpc, &room.room_id, "officer", Role::Officer).await;
-
-    let subscriber = WhepSubscriber::start(&officer.whep_url, &officer.join_token).await.expect("WHEP");
-    subscriber.wait_connected(CONNECT_TIMEOUT).await.expect("subscriber connects");
-    let publisher = WhipPublisher::start(
-        &resident.whip_url,
-        &resident.join_token,
-        PublisherMedia::looping(clip_ivf(), clip_ogg()),
-    )
-    .await
-    .expect("WHIP");
-    publisher.wait_connected(CONNECT_TIMEOUT).await.expect("publisher connects");
+    let LiveCall { room, publisher, subscriber, .. } = start_live_call(&mut grpc, "INC-mute").await;
     let (reached, _) = subscriber.wait_until(Duration::from_secs(5), |s| s.video.frames >= 20).await;
     assert!(reached, "no video before muting");
 

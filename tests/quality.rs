@@ -5,30 +5,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{admit, clip_ivf, clip_ogg, create_room, TestServer};
-use vpr_bench::client::{PublisherMedia, WhepSubscriber, WhipPublisher};
-use vpr_control::pb::{GetSessionRequest, Role};
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+use common::{start_live_call, LiveCall, TestServer};
+use vpr_control::pb::GetSessionRequest;
 
 #[tokio::test]
 async fn quality_summary_per_participant() {
     let server = TestServer::start().await;
     let mut grpc = server.grpc_client().await;
-    let room = create_room(&mut grpc, "INC-quality").await;
-    let resident = admit(&mut grpc, &room.room_id, "resident", Role::Resident).await;
-    let officer = admit(&mut grpc, &room.room_id, "officer", Role::Officer).await;
-
-    let subscriber = WhepSubscriber::start(&officer.whep_url, &officer.join_token).await.expect("WHEP");
-    subscriber.wait_connected(CONNECT_TIMEOUT).await.expect("subscriber connects");
-    let publisher = WhipPublisher::start(
-        &resident.whip_url,
-        &resident.join_token,
-        PublisherMedia::looping(clip_ivf(), clip_ogg()),
-    )
-    .await
-    .expect("WHIP");
-    publisher.wait_connected(CONNECT_TIMEOUT).await.expect("publisher connects");
+    let LiveCall { room, resident, officer, publisher, subscriber } = start_live_call(&mut grpc, "INC-quality").await;
 
     // Reports come every 2 s; the second one covers a full interval of media.
     tokio::time::sleep(Duration::from_millis(5_000)).await;

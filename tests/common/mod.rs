@@ -484,3 +484,39 @@ pub async fn admit(
         })
         .into_inner()
 }
+
+/// A live call: a room where the officer receives over WHEP and the
+/// resident publishes the looping clip over WHIP, both connected.
+pub struct LiveCall {
+    pub room: Room,
+    pub resident: AdmitParticipantResponse,
+    pub officer: AdmitParticipantResponse,
+    pub publisher: vpr_bench::client::WhipPublisher,
+    pub subscriber: vpr_bench::client::WhepSubscriber,
+}
+
+/// Opens a room for `incident_id` and starts a live call in it: the officer
+/// subscribes first, then the resident publishes.
+pub async fn start_live_call(client: &mut RoomClient, incident_id: &str) -> LiveCall {
+    use vpr_bench::client::{PublisherMedia, WhepSubscriber, WhipPublisher};
+    const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+    let room = create_room(client, incident_id).await;
+    let resident = admit(client, &room.room_id, "resident", Role::Resident).await;
+    let officer = admit(client, &room.room_id, "officer", Role::Officer).await;
+
+    let subscriber = WhepSubscriber::start(&officer.whep_url, &officer.join_token)
+        .await
+        .expect("WHEP subscribe");
+    subscriber.wait_connected(CONNECT_TIMEOUT).await.expect("subscriber connects");
+    let publisher = WhipPublisher::start(
+        &resident.whip_url,
+        &resident.join_token,
+        PublisherMedia::looping(clip_ivf(), clip_ogg()),
+    )
+    .await
+    .expect("WHIP publish");
+    publisher.wait_connected(CONNECT_TIMEOUT).await.expect("publisher connects");
+
+    LiveCall { room, resident, officer, publisher, subscriber }
+}
