@@ -1,0 +1,314 @@
+//! Publications and forwarding: packets from a publisher to every bound
+//! down-track, keyframe requests, and binding subscriber slots.
+
+use super::*;
+
+impl Worker {
+    pub(super) fn open_publication(
+        &mut self,
+        key: PeerKey,
+        library_track_id: String,
+        receiver_id: rtc::rtp_transceiver::RTCRtpReceiverId,
+        ssrc: u32,
+    ) {
+        let publication_key = self.allocate_key();
+        let Some(peer) = self.peers.get_mut(&key) else { return };
+        let publishes = matches!(peer.direction, Direction::Publish | Direction::Participate);
+        if !publishes || peer.receivers.contains_key(&library_track_id) {
+            // NOTE: a simulcast publisher opens one receiver stream per
+            // layer; only the first one is forwarded until layers exist.
+            return;
+        }
+        let Some(mut receiver) = peer.pc.rtp_receiver(receiver_id) else { return };
+        let kind = match receiver.track().kind() {
+            RtpCodecKind::Video => TrackKind::Video,
+            _ => TrackKind::Audio,
+        };
+        let leg = leg_parameters(&receiver.get_parameters().rtp_parameters);
+        let audio_level_id = leg.extensions.iter().find(|e| e.uri == AUDIO_LEVEL_URI).map(|e| e.id);
+        peer.receivers.insert(library_track_id, publication_key);
+
+        let track_id = format!("tr_{:016x}", rand::random::<u64>());
+        let publication = Publication {
+            track_id,
+            publisher: key,
+            participant_id: peer.participant_id.clone(),
+            is_resident: peer.is_resident,
+            receiver_id,
+            kind,
+            media_ssrc: ssrc,
+            codec: None,
+            leg,
+            throttle: KeyframeThrottle::new(self.config.keyframe_request_interval),
+            bindings: Vec::new(),
+            muted: false,
+            audio_level_id,
+        };
+        if let Some(room) = self.rooms.get_mut(&peer.room) {
+            room.publications.insert(publication_key, publication);
+        }
+    }
+
+    pub(super) fn close_publication(&mut self, key: PeerKey, library_track_id: &str) {
+        let Some(peer) = self.peers.get_mut(&key) else { return };
+        let Some(publication_key) = peer.receivers.remove(library_track_id) else { return };
+        let room_key = peer.room;
+        self.unpublish(room_key, publication_key);
+        self.bind_free_slots(room_key, Instant::now());
+        self.notify_room(room_key);
+    }
+
+    pub(super) fn unpublish(&mut self, room_key: RoomKey, publication_key: PublicationKey) {
+        let Some(room) = self.rooms.get_mut(&room_key) else { return };
+        let Some(publication) = room.publications.remove(&publication_key) else { return };
+        for binding in &publication.bindings {
+            let Some(peer) = self.peers.get_mut(&binding.peer) else { continue };
+            let renegotiated = peer.direction == Direction::Participate;
+            let Some(slot) = peer.slots.get_mut(binding.slot) else { continue };
+            slot.bound = None;
+            if renegotiated && !slot.removed {
+                slot.removed = true;
+                if let Err(err) = peer.pc.remove_track(slot.sender_id) {
+                    debug!(session_id = %peer.session_id, error = %err, "removing a sender failed");
+                }
+                peer.needs_offer = true;
+            }
+        }
+        if publication.codec.is_some() {
+            let _ = self.events.send(MediaEvent::TrackUnpublished {
+                room_id: room.room_id.clone(),
+                participant_id: publication.participant_id.clone(),
+                track_id: publication.track_id.clone(),
+                at_ms: unix_ms_now(),
+            });
+            let tracks = self.metrics.tracks.load(std::sync::atomic::Ordering::Relaxed);
+            Metrics::set(&self.metrics.tracks, tracks.saturating_sub(1));
+        }
+    }
+
+    /// Forwards one packet from a publisher to every bound slot.
+    pub(super) fn forward(&mut self, publisher: PeerKey, library_track_id: &str, packet: Packet, now: Instant) {
+        Metrics::add(&self.metrics.rtp_received, 1);
+        let Some(peer) = self.peers.get(&publisher) else { return };
+        let Some(&publication_key) = peer.receivers.get(library_track_id) else { return };
+        let room_key = peer.room;
+
+        let newly_published = self.learn_codec(room_key, publication_key, packet.header.payload_type);
+        if newly_published {
+            self.bind_free_slots(room_key, now);
+            self.notify_room(room_key);
+        }
+        self.forward_to_bindings(room_key, publication_key, packet, now);
+    }
+
+    /// Records the publication's codec from its first packet and reports
+    /// the track as published; returns true when that happened now.
+    pub(super) fn learn_codec(&mut self, room_key: RoomKey, publication_key: PublicationKey, payload_type: u8) -> bool {
+        let Some(room) = self.rooms.get_mut(&room_key) else { return false };
+        let Some(publication) = room.publications.get_mut(&publication_key) else { return false };
+        if publication.codec.is_some() {
+            return false;
+        }
+        let Some(codec) = publication.leg.codecs.iter().find(|c| c.payload_type == payload_type) else {
+            return false;
+        };
+        publication.codec = Some(codec.mime_type.clone());
+        info!(room_id = %room.room_id, participant_id = %publication.participant_id,
+            track_id = %publication.track_id, codec = %codec.mime_type, "track published");
+        let _ = self.events.send(MediaEvent::TrackPublished {
+            room_id: room.room_id.clone(),
+            participant_id: publication.participant_id.clone(),
+            track_id: publication.track_id.clone(),
+            kind: publication.kind,
+            codec: codec.mime_type.clone(),
+            at_ms: unix_ms_now(),
+        });
+        Metrics::add(&self.metrics.tracks, 1);
+        true
+    }
+
+    /// Rewrites one packet for every connected subscriber bound to the
+    /// publication and writes it to their down-tracks.
+    pub(super) fn forward_to_bindings(&mut self, room_key: RoomKey, publication_key: PublicationKey, packet: Packet, now: Instant) {
+        let Some(room) = self.rooms.get_mut(&room_key) else { return };
+        let Some(publication) = room.publications.get_mut(&publication_key) else { return };
+        if publication.muted || publication.codec.is_none() {
+            return;
+        }
+        if let Some(id) = publication.audio_level_id {
+            let level = packet.header.extensions.iter().find(|e| e.id == id).and_then(|e| e.payload.first().copied());
+            if let Some(byte) = level {
+                room.speakers.observe(&publication.participant_id, byte & 0x7f, byte & 0x80 != 0, now);
+            }
+        }
+
+        let mut forwarded = 0u64;
+        for binding in &publication.bindings {
+            let Some(subscriber) = self.peers.get_mut(&binding.peer) else { continue };
+            if !subscriber.connected {
+                // Packets written before DTLS is up are lost, and the
+                // down-track would start on a keyframe the subscriber
+                // never sees. It starts at the keyframe requested on connect.
+                continue;
+            }
+            let Some(slot) = subscriber.slots.get_mut(binding.slot) else { continue };
+            let mut copy = packet.clone();
+            if slot.track.rewrite(&mut copy, now) != Rewrite::Forward {
+                continue;
+            }
+            let written = subscriber
+                .pc
+                .rtp_sender(slot.sender_id)
+                .map(|mut sender| sender.write_rtp(now, copy));
+            match written {
+                Some(Ok(())) => forwarded += 1,
+                Some(Err(err)) => debug!(session_id = %subscriber.session_id, error = %err, "write to down-track failed"),
+                None => {}
+            }
+            Self::touch(&mut self.touched, subscriber, binding.peer);
+        }
+        Metrics::add(&self.metrics.rtp_forwarded, forwarded);
+    }
+
+    /// Turns a subscriber's PLI or FIR into a throttled request upstream.
+    pub(super) fn handle_feedback(
+        &mut self,
+        subscriber: PeerKey,
+        local_track_id: &str,
+        packets: &[Box<dyn rtc::rtcp::Packet>],
+        now: Instant,
+    ) {
+        let nacks = packets
+            .iter()
+            .filter(|p| p.as_any().downcast_ref::<TransportLayerNack>().is_some())
+            .count();
+        Metrics::add(&self.metrics.nacks_received, nacks as u64);
+        let wants_keyframe = packets.iter().any(|p| {
+            p.as_any().downcast_ref::<PictureLossIndication>().is_some()
+                || p.as_any().downcast_ref::<FullIntraRequest>().is_some()
+        });
+        if !wants_keyframe {
+            return;
+        }
+        Metrics::add(&self.metrics.keyframe_requests_received, 1);
+        let Some(peer) = self.peers.get(&subscriber) else { return };
+        let Some(publication_key) = peer
+            .slots
+            .iter()
+            .find(|slot| slot.local_track_id == local_track_id)
+            .and_then(|slot| slot.bound)
+        else {
+            return;
+        };
+        let room_key = peer.room;
+        let Self { rooms, peers, touched, metrics, .. } = self;
+        let Some(publication) = rooms.get_mut(&room_key).and_then(|r| r.publications.get_mut(&publication_key)) else {
+            return;
+        };
+        if publication.throttle.request(now) {
+            send_keyframe_request(peers, touched, metrics, publication, now);
+        }
+    }
+
+    /// Asks for a keyframe on every video publication a newly connected
+    /// subscriber receives.
+    pub(super) fn request_keyframes_for(&mut self, key: PeerKey, now: Instant) {
+        let Some(peer) = self.peers.get(&key) else { return };
+        let bound: Vec<PublicationKey> = peer.slots.iter().filter_map(|s| s.bound).collect();
+        let room_key = peer.room;
+        let Self { rooms, peers, touched, metrics, .. } = self;
+        let Some(room) = rooms.get_mut(&room_key) else { return };
+        for publication_key in bound {
+            if let Some(publication) = room.publications.get_mut(&publication_key) {
+                if publication.kind == TrackKind::Video && publication.throttle.request(now) {
+                    send_keyframe_request(peers, touched, metrics, publication, now);
+                }
+            }
+        }
+    }
+
+    /// Binds every free slot in the room to the best publication of its kind.
+    pub(super) fn bind_free_slots(&mut self, room_key: RoomKey, now: Instant) {
+        let Self { rooms, peers, touched, metrics, .. } = self;
+        let Some(room) = rooms.get_mut(&room_key) else { return };
+        let mut newly_bound = Vec::new();
+        for &peer_key in &room.peers {
+            let Some(peer) = peers.get_mut(&peer_key) else { continue };
+            if peer.direction == Direction::Participate {
+                continue;
+            }
+            for (index, slot) in peer.slots.iter_mut().enumerate() {
+                if slot.bound.is_some() {
+                    continue;
+                }
+                let Some(publication_key) = room.best_publication(slot.kind, &peer.participant_id) else {
+                    continue;
+                };
+                let Some(publication) = room.publications.get_mut(&publication_key) else { continue };
+                slot.track.bind(&publication.leg, &slot.leg);
+                slot.bound = Some(publication_key);
+                publication.bindings.push(Binding { peer: peer_key, slot: index });
+                debug!(room_id = %room.room_id, participant_id = %peer.participant_id,
+                    track_id = %publication.track_id, "down-track bound");
+                if publication.kind == TrackKind::Video && peer.connected {
+                    newly_bound.push(publication_key);
+                }
+            }
+        }
+        // A connected subscriber's new binding needs a keyframe to start.
+        for publication_key in newly_bound {
+            if let Some(publication) = room.publications.get_mut(&publication_key) {
+                if publication.throttle.request(now) {
+                    send_keyframe_request(peers, touched, metrics, publication, now);
+                }
+            }
+        }
+        self.subscribe_participants(room_key);
+    }
+
+    pub(super) fn set_track_muted(&mut self, room_id: &str, track_id: &str, muted: bool) {
+        let now = Instant::now();
+        let Some(&room_key) = self.room_keys.get(room_id) else { return };
+        let Self { rooms, peers, touched, metrics, .. } = self;
+        let Some(room) = rooms.get_mut(&room_key) else { return };
+        let Some(publication) = room.publications.values_mut().find(|p| p.track_id == track_id) else {
+            debug!(room_id, track_id, "mute request for a track that is not published");
+            return;
+        };
+        if publication.muted == muted {
+            return;
+        }
+        publication.muted = muted;
+        info!(room_id, track_id, muted, "track mute changed");
+        if muted {
+            return;
+        }
+        // Resume on a keyframe: rebinding makes each down-track wait for one
+        // while its numbering continues.
+        for binding in &publication.bindings {
+            if let Some(slot) = peers.get_mut(&binding.peer).and_then(|p| p.slots.get_mut(binding.slot)) {
+                slot.track.bind(&publication.leg, &slot.leg);
+            }
+        }
+        if publication.kind == TrackKind::Video && publication.throttle.request(now) {
+            send_keyframe_request(peers, touched, metrics, publication, now);
+        }
+    }
+}
+
+pub(super) fn send_keyframe_request(
+    peers: &mut HashMap<PeerKey, Peer>,
+    touched: &mut Vec<PeerKey>,
+    metrics: &Metrics,
+    publication: &Publication,
+    now: Instant,
+) {
+    let Some(publisher) = peers.get_mut(&publication.publisher) else { return };
+    let Some(mut receiver) = publisher.pc.rtp_receiver(publication.receiver_id) else { return };
+    let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: publication.media_ssrc };
+    match receiver.write_rtcp(now, vec![Box::new(pli)]) {
+        Ok(()) => Metrics::add(&metrics.keyframe_requests_sent, 1),
+        Err(err) => debug!(track_id = %publication.track_id, error = %err, "keyframe request failed"),
+    }
+    Worker::touch(touched, publisher, publication.publisher);
+}

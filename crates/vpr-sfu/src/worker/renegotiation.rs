@@ -1,0 +1,195 @@
+//! Renegotiated sessions (WebSocket join): senders added and removed as
+//! publications come and go, server offers, and the client's answers.
+
+use super::*;
+
+impl Worker {
+    /// Gives every renegotiated session of the room a sender for each
+    /// publication it lacks, and offers again where senders changed.
+    pub(super) fn subscribe_participants(&mut self, room_key: RoomKey) {
+        let Self { rooms, peers, .. } = self;
+        let Some(room) = rooms.get_mut(&room_key) else { return };
+        let mut changed = Vec::new();
+        for &peer_key in &room.peers {
+            let Some(peer) = peers.get_mut(&peer_key) else { continue };
+            if peer.direction != Direction::Participate {
+                continue;
+            }
+            for (publication_key, publication) in room.publications.iter_mut() {
+                let Some(codec) = publication.codec.clone() else { continue };
+                if publication.participant_id == peer.participant_id {
+                    continue;
+                }
+                if peer.slots.iter().any(|slot| !slot.removed && slot.bound == Some(*publication_key)) {
+                    continue;
+                }
+                let Some(clock_rate) = publication.leg.codecs.iter().find(|c| c.mime_type == codec).map(|c| c.clock_rate) else {
+                    continue;
+                };
+                match add_sender(&mut peer.pc, &peer.session_id, peer.slots.len(), publication.kind, &codec, clock_rate) {
+                    Ok((sender_id, local_track_id, ssrc)) => {
+                        let index = peer.slots.len();
+                        peer.slots.push(Slot {
+                            kind: publication.kind,
+                            sender_id,
+                            local_track_id,
+                            leg: LegParameters::default(),
+                            bound: Some(*publication_key),
+                            track: DownTrack::new(ssrc, publication.kind == TrackKind::Video),
+                            removed: false,
+                        });
+                        publication.bindings.push(Binding { peer: peer_key, slot: index });
+                        peer.needs_offer = true;
+                        changed.push(peer_key);
+                    }
+                    Err(err) => warn!(session_id = %peer.session_id, error = %err, "adding a sender failed"),
+                }
+            }
+        }
+        // Peers whose senders were added here or removed by an unpublish.
+        let pending: Vec<PeerKey> = self
+            .rooms
+            .get(&room_key)
+            .map(|room| room.peers.iter().copied().filter(|k| self.peers.get(k).is_some_and(|p| p.needs_offer)).collect())
+            .unwrap_or_default();
+        for peer_key in changed.into_iter().chain(pending) {
+            self.renegotiate_if_needed(peer_key);
+        }
+    }
+
+    /// Sends who is in the room and what they publish to every renegotiated
+    /// session of the room.
+    pub(super) fn notify_room(&self, room_key: RoomKey) {
+        let Some(room) = self.rooms.get(&room_key) else { return };
+        let mut participants: Vec<RoomParticipant> = Vec::new();
+        for key in &room.peers {
+            let Some(peer) = self.peers.get(key) else { continue };
+            if peer.connected && !participants.iter().any(|p| p.participant_id == peer.participant_id) {
+                participants.push(RoomParticipant { participant_id: peer.participant_id.clone(), is_resident: peer.is_resident });
+            }
+        }
+        let tracks: Vec<RoomTrack> = room
+            .publications
+            .values()
+            .filter(|p| p.codec.is_some())
+            .map(|p| RoomTrack { track_id: p.track_id.clone(), participant_id: p.participant_id.clone(), kind: p.kind })
+            .collect();
+        for key in &room.peers {
+            if let Some(signals) = self.peers.get(key).and_then(|p| p.signals.as_ref()) {
+                let _ = signals.send(PeerSignal::Room { participants: participants.clone(), tracks: tracks.clone() });
+            }
+        }
+    }
+
+    /// Sends a new offer to a renegotiated session whose senders changed,
+    /// unless one is already waiting for its answer.
+    pub(super) fn renegotiate_if_needed(&mut self, key: PeerKey) {
+        let Some(peer) = self.peers.get_mut(&key) else { return };
+        if !peer.needs_offer || peer.offer_pending || !peer.connected {
+            return;
+        }
+        let Some(signals) = peer.signals.clone() else { return };
+        let now = Instant::now();
+        let offer = peer.pc.create_offer(None).and_then(|offer| {
+            peer.pc.set_local_description(now, offer)?;
+            Ok(peer.pc.local_description().map(|d| d.sdp).unwrap_or_default())
+        });
+        match offer {
+            Ok(sdp) => {
+                peer.needs_offer = false;
+                peer.offer_pending = true;
+                debug!(session_id = %peer.session_id, "sending renegotiation offer");
+                let _ = signals.send(PeerSignal::Offer(sdp));
+            }
+            Err(err) => warn!(session_id = %peer.session_id, error = %err, "creating a renegotiation offer failed"),
+        }
+        Self::touch(&mut self.touched, peer, key);
+    }
+
+    /// Applies a renegotiated session's answer: the new senders learn what
+    /// the client negotiated and start on a keyframe.
+    pub(super) fn apply_answer(&mut self, session_id: &str, answer_sdp: String) -> Result<(), MediaError> {
+        let key = *self
+            .by_session
+            .get(session_id)
+            .ok_or_else(|| MediaError::SessionNotFound(session_id.to_owned()))?;
+        let now = Instant::now();
+        let Self { rooms, peers, touched, metrics, .. } = self;
+        let peer = peers.get_mut(&key).ok_or_else(|| MediaError::SessionNotFound(session_id.to_owned()))?;
+        if !peer.offer_pending {
+            return Err(MediaError::Negotiation("no offer is waiting for an answer".into()));
+        }
+        let answer = rtc::peer_connection::sdp::RTCSessionDescription::answer(answer_sdp)?;
+        peer.pc.set_remote_description(now, answer)?;
+        peer.offer_pending = false;
+
+        let room_key = peer.room;
+        let mut video = Vec::new();
+        for slot in peer.slots.iter_mut().filter(|slot| !slot.removed) {
+            if let Some(mut sender) = peer.pc.rtp_sender(slot.sender_id) {
+                slot.leg = leg_parameters(&sender.get_parameters().rtp_parameters);
+            }
+            let Some(publication_key) = slot.bound else { continue };
+            let Some(publication) = rooms.get(&room_key).and_then(|r| r.publications.get(&publication_key)) else {
+                continue;
+            };
+            slot.track.bind(&publication.leg, &slot.leg);
+            if publication.kind == TrackKind::Video {
+                video.push(publication_key);
+            }
+        }
+        Self::touch(touched, peer, key);
+        if let Some(room) = rooms.get_mut(&room_key) {
+            for publication_key in video {
+                if let Some(publication) = room.publications.get_mut(&publication_key) {
+                    if publication.throttle.request(now) {
+                        send_keyframe_request(peers, touched, metrics, publication, now);
+                    }
+                }
+            }
+        }
+        self.renegotiate_if_needed(key);
+        Ok(())
+    }
+}
+
+/// Adds a sender for one publication to a renegotiated session; returns the
+/// sender id, its local track id and SSRC.
+pub(super) fn add_sender(
+    pc: &mut RTCPeerConnection,
+    session_id: &str,
+    index: usize,
+    kind: TrackKind,
+    mime: &str,
+    clock_rate: u32,
+) -> Result<(rtc::rtp_transceiver::RTCRtpSenderId, String, u32), rtc::shared::error::Error> {
+    use rtc::media_stream::MediaStreamTrack;
+    use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters};
+
+    let ssrc: u32 = rand::random();
+    let local_track_id = format!("{session_id}-{}-{index}", kind.as_str());
+    let rtc_kind = match kind {
+        TrackKind::Audio => RtpCodecKind::Audio,
+        TrackKind::Video => RtpCodecKind::Video,
+    };
+    let channels = if kind == TrackKind::Audio { 2 } else { 0 };
+    let track = MediaStreamTrack::new(
+        format!("vpr-{session_id}"),
+        local_track_id.clone(),
+        format!("vpr {}", kind.as_str()),
+        rtc_kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+            codec: RTCRtpCodec {
+                mime_type: mime.to_owned(),
+                clock_rate,
+                channels,
+                sdp_fmtp_line: String::new(),
+                rtcp_feedback: vec![],
+            },
+            ..Default::default()
+        }],
+    );
+    let sender_id = pc.add_track(track)?;
+    Ok((sender_id, local_track_id, ssrc))
+}
