@@ -22,3 +22,23 @@ pub use publisher::{
 };
 pub use signaling::{delete_session, post_offer, SignaledSession, SDP_CONTENT_TYPE};
 pub use subscriber::{AudioReceiveStats, SubscriberStats, VideoReceiveStats, WhepSubscriber};
+
+/// Calls `read` every 10 ms until `done` holds for its result or `timeout`
+/// passes. Returns the last result and whether `done` held.
+pub async fn poll_until<T>(
+    timeout: std::time::Duration,
+    mut read: impl FnMut() -> T,
+    mut done: impl FnMut(&T) -> bool,
+) -> (bool, T) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let value = read();
+        if done(&value) {
+            return (true, value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return (false, value);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

@@ -156,19 +156,9 @@ impl WhepSubscriber {
     pub async fn wait_until(
         &self,
         timeout: Duration,
-        mut done: impl FnMut(&SubscriberStats) -> bool,
+        done: impl FnMut(&SubscriberStats) -> bool,
     ) -> (bool, SubscriberStats) {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let stats = self.stats();
-            if done(&stats) {
-                return (true, stats);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return (false, stats);
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        super::poll_until(timeout, || self.stats(), done).await
     }
 
     /// Ends the WHEP session with DELETE and closes the peer connection. The
