@@ -4,7 +4,7 @@
 //! too short to be what its first byte claims is rejected here, so that the
 //! peer connection never sees it and the drop is counted once.
 
-/// What a datagram on the media port carries.
+/// Protocol of a datagram on the media port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DatagramKind<'a> {
     /// A STUN message; `local_ufrag` is the local half of its USERNAME
@@ -16,7 +16,7 @@ pub enum DatagramKind<'a> {
     Rtp,
 }
 
-/// Why a datagram was dropped before reaching a peer connection.
+/// Reason a datagram was dropped before reaching a peer connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum DatagramError {
     /// Shorter than the smallest message of any protocol on the port.

@@ -2,7 +2,7 @@
 
 use crate::offer::OfferError;
 
-/// Why the media plane rejected a request.
+/// Reason the media plane rejected a request.
 #[derive(Debug, thiserror::Error)]
 pub enum MediaError {
     /// The SDP offer failed a check.

@@ -12,7 +12,7 @@ pub enum TrackKind {
 }
 
 impl TrackKind {
-    /// The lower-case name used in the store and the API.
+    /// Returns the lower-case name used in the store and the API.
     pub fn as_str(self) -> &'static str {
         match self {
             TrackKind::Audio => "audio",
@@ -131,7 +131,7 @@ pub enum MediaEvent {
     },
 }
 
-/// The current time in unix milliseconds.
+/// Returns the current time in unix milliseconds.
 pub fn unix_ms_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -52,7 +52,7 @@ pub struct SessionRequest {
     pub direction: Direction,
     /// The client's SDP offer.
     pub offer_sdp: String,
-    /// Where the server's later offers go; required for
+    /// Channel for the server's later offers; required for
     /// [`Direction::Participate`].
     pub signals: Option<mpsc::UnboundedSender<PeerSignal>>,
 }
@@ -83,7 +83,7 @@ pub struct RoomTrack {
 pub enum PeerSignal {
     /// A new SDP offer: the room's tracks changed.
     Offer(String),
-    /// Who is in the room and what they publish, after any change.
+    /// Connected participants and published tracks, sent after any change.
     Room {
         /// Participants with a live connection.
         participants: Vec<RoomParticipant>,
@@ -154,7 +154,7 @@ impl MediaHandle {
         Ok((handle, task))
     }
 
-    /// The address the media port is bound to.
+    /// Returns the address the media port is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }

@@ -1,7 +1,7 @@
 //! Rooms, publications and subscriber slots as the media worker keeps them.
 //!
 //! A publication is one track a participant sends. A slot is one sender a
-//! subscribing session offered (one per m-section); it is bound to at most
+//! subscribing session offered (one per m-section). It is bound to at most
 //! one publication of its kind at a time and owns the down-track, so that
 //! numbering stays continuous when the slot moves to another publication.
 

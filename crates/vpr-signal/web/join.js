@@ -9,7 +9,7 @@
 
 (() => {
   const PROTOCOL_VERSION = 1;
-  /** Longest a renegotiation may take before the page rejoins instead. */
+  /** Maximum time a renegotiation may take before the page rejoins instead. */
   const RENEGOTIATION_TIMEOUT_MS = 5000;
   /** Maximum wait for ICE gathering before the first offer is sent anyway. */
   const GATHERING_TIMEOUT_MS = 3000;
