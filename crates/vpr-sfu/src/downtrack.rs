@@ -5,6 +5,7 @@
 //! timestamps that stay contiguous when the source changes. This module is
 //! sans-IO: it edits packets and takes the time as an argument.
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use rtc::rtp::header::Extension;
@@ -66,14 +67,46 @@ pub enum Rewrite {
 const NO_MAPPING: u8 = 0;
 const NO_PAYLOAD_TYPE: u8 = 0xff;
 
+/// Dropped padding packets remembered per source; a late packet older
+/// than all of them is too old to number without a collision.
+const DROPPED_PADDING_MEMORY: usize = 64;
+
 /// Sequence and timestamp mapping for the source currently forwarded.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct SourceMapping {
     seq_in_base: u16,
     seq_out_base: u16,
     ts_in_base: u32,
     ts_out_base: u32,
     highest_in_seq: u16,
+    /// Incoming sequence numbers of dropped padding-only packets, oldest
+    /// first. Each one lowered `seq_out_base` by one for the packets after
+    /// it; a late packet from before it gets that one back.
+    dropped_padding: VecDeque<u16>,
+}
+
+impl SourceMapping {
+    /// Outgoing sequence number of `in_seq`, or `None` when a dropped
+    /// padding packet this mapping no longer remembers may precede it.
+    fn out_seq(&self, in_seq: u16) -> Option<u16> {
+        let mut out = in_seq.wrapping_sub(self.seq_in_base).wrapping_add(self.seq_out_base);
+        let is_late = (self.highest_in_seq.wrapping_sub(in_seq) as i16) > 0;
+        if !is_late || self.dropped_padding.is_empty() {
+            return Some(out);
+        }
+        if self.dropped_padding.len() == DROPPED_PADDING_MEMORY
+            && (in_seq.wrapping_sub(self.dropped_padding[0]) as i16) < 0
+        {
+            return None;
+        }
+        for &dropped in self.dropped_padding.iter().rev() {
+            if (dropped.wrapping_sub(in_seq) as i16) <= 0 {
+                break;
+            }
+            out = out.wrapping_add(1);
+        }
+        Some(out)
+    }
 }
 
 /// The last packet sent, used to continue numbering after a source change.
@@ -158,6 +191,13 @@ impl DownTrack {
         self.mapping = None;
     }
 
+    /// Starts over on another source with the same parameters, such as
+    /// another simulcast layer of the same track: the next packet must
+    /// start a keyframe, and numbering continues from the last packet sent.
+    pub fn restart(&mut self) {
+        self.mapping = None;
+    }
+
     /// Rewrites `packet` in place for the subscriber.
     pub fn rewrite(&mut self, packet: &mut Packet, now: Instant) -> Rewrite {
         let index = usize::from(packet.header.payload_type & 0x7f);
@@ -187,20 +227,29 @@ impl DownTrack {
         if distance < 0 {
             return Rewrite::TooOld;
         }
+        let is_padding_only = packet.payload.is_empty() && packet.header.padding;
         let is_next = in_seq == mapping.highest_in_seq.wrapping_add(1);
-        if is_next {
-            mapping.highest_in_seq = in_seq;
-        }
-        if is_next && packet.payload.is_empty() && packet.header.padding {
+        if is_next && is_padding_only {
             // Close the gap the dropped packet would leave.
+            mapping.highest_in_seq = in_seq;
             mapping.seq_out_base = mapping.seq_out_base.wrapping_sub(1);
+            if mapping.dropped_padding.len() == DROPPED_PADDING_MEMORY {
+                mapping.dropped_padding.pop_front();
+            }
+            mapping.dropped_padding.push_back(in_seq);
             return Rewrite::PaddingDropped;
         }
+        if is_padding_only && mapping.dropped_padding.contains(&in_seq) {
+            // A repeat of a padding packet already dropped.
+            return Rewrite::PaddingDropped;
+        }
+        let Some(out_seq) = mapping.out_seq(in_seq) else {
+            return Rewrite::TooOld;
+        };
         if (in_seq.wrapping_sub(mapping.highest_in_seq) as i16) > 0 {
             mapping.highest_in_seq = in_seq;
         }
 
-        let out_seq = in_seq.wrapping_sub(mapping.seq_in_base).wrapping_add(mapping.seq_out_base);
         let out_ts = packet
             .header
             .timestamp
@@ -245,6 +294,7 @@ impl DownTrack {
             ts_in_base: packet.header.timestamp,
             ts_out_base,
             highest_in_seq: packet.header.sequence_number,
+            dropped_padding: VecDeque::new(),
         }
     }
 
@@ -456,6 +506,90 @@ mod tests {
         let mut next = packet(3, 3000, false);
         assert_eq!(track.rewrite(&mut next, now), Rewrite::Forward);
         assert_eq!(next.header.sequence_number, 101);
+    }
+
+    #[test]
+    fn late_packets_after_dropped_padding_get_unique_sequence_numbers() {
+        let (publisher, subscriber) = legs();
+        let mut track = DownTrack::new(42, true).with_initial(100, 0);
+        track.bind(&publisher, &subscriber);
+        let now = Instant::now();
+        let mut sent = Vec::new();
+        let mut key = packet(10, 0, true);
+        assert_eq!(track.rewrite(&mut key, now), Rewrite::Forward);
+        sent.push(key.header.sequence_number);
+        // 11 is late; 12 and 13 are padding; 14 is media.
+        let mut twelve = packet(12, 0, false);
+        twelve.payload = Bytes::new();
+        twelve.header.padding = true;
+        assert_eq!(track.rewrite(&mut twelve, now), Rewrite::Forward, "not in order: fills the gap");
+        sent.push(twelve.header.sequence_number);
+        let mut thirteen = packet(13, 0, false);
+        thirteen.payload = Bytes::new();
+        thirteen.header.padding = true;
+        assert_eq!(track.rewrite(&mut thirteen, now), Rewrite::PaddingDropped);
+        let mut fourteen = packet(14, 3000, false);
+        assert_eq!(track.rewrite(&mut fourteen, now), Rewrite::Forward);
+        sent.push(fourteen.header.sequence_number);
+        let mut eleven = packet(11, 0, false);
+        assert_eq!(track.rewrite(&mut eleven, now), Rewrite::Forward);
+        sent.push(eleven.header.sequence_number);
+        // A repeat of the dropped padding stays dropped.
+        let mut again = thirteen.clone();
+        again.header.sequence_number = 13;
+        assert_eq!(track.rewrite(&mut again, now), Rewrite::PaddingDropped);
+
+        let mut unique = sent.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), sent.len(), "sequence numbers collide: {sent:?}");
+        assert_eq!(sent, vec![100, 102, 103, 101]);
+    }
+
+    #[test]
+    fn padding_bit_and_bytes_stay_consistent() {
+        let (publisher, subscriber) = legs();
+        let mut track = DownTrack::new(42, true);
+        track.bind(&publisher, &subscriber);
+        let mut original = packet(1, 0, true);
+        original.header.padding = true;
+        let wire = original.marshal().expect("marshals");
+        let mut parsed = Packet::unmarshal(&mut wire.clone()).expect("parses");
+        assert_eq!(track.rewrite(&mut parsed, Instant::now()), Rewrite::Forward);
+        let out = parsed.marshal().expect("rewritten packet marshals");
+        assert_eq!(out.len(), parsed.marshal_size());
+        let reparsed = Packet::unmarshal(&mut out.clone()).expect("reparses");
+        assert!(reparsed.header.padding);
+        assert_eq!(reparsed.payload, original.payload, "padding bytes are not payload");
+        let padding_len = usize::from(out[out.len() - 1]);
+        assert!(padding_len > 0 && padding_len <= out.len() - 12);
+    }
+
+    #[test]
+    fn layer_switch_restarts_on_a_keyframe_with_contiguous_numbering() {
+        let (publisher, subscriber) = legs();
+        let mut track = DownTrack::new(42, true).with_initial(65_534, u32::MAX - 100);
+        track.bind(&publisher, &subscriber);
+        let start = Instant::now();
+        let mut key = packet(500, 90_000, true);
+        assert_eq!(track.rewrite(&mut key, start), Rewrite::Forward);
+        let mut delta = packet(501, 93_000, false);
+        assert_eq!(track.rewrite(&mut delta, start), Rewrite::Forward);
+
+        track.restart();
+        let later = start + Duration::from_millis(33);
+        // Another layer: unrelated numbering, and a delta frame first.
+        let mut other_delta = packet(20_000, 7_000_000, false);
+        assert_eq!(track.rewrite(&mut other_delta, later), Rewrite::WaitingForKeyframe);
+        let mut other_key = packet(20_001, 7_003_000, true);
+        assert_eq!(track.rewrite(&mut other_key, later), Rewrite::Forward);
+        assert_eq!(other_key.header.sequence_number, 0, "wraps past 65535 without a gap");
+        let step = other_key.header.timestamp.wrapping_sub(delta.header.timestamp);
+        assert_eq!(step, 33 * 90, "timestamp advances by the wall-clock time, across 2^32");
+        let mut other_next = packet(20_002, 7_006_000, false);
+        assert_eq!(track.rewrite(&mut other_next, later), Rewrite::Forward);
+        assert_eq!(other_next.header.sequence_number, 1);
+        assert_eq!(other_next.header.timestamp.wrapping_sub(other_key.header.timestamp), 3000);
     }
 
     #[test]

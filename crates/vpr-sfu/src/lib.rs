@@ -5,6 +5,7 @@
 //! the peer connections and the rooms, and reports [`MediaEvent`]s for the
 //! session record.
 
+pub mod allocator;
 pub mod codecs;
 pub mod config;
 pub mod datagram;
@@ -16,6 +17,7 @@ pub mod metrics;
 pub mod negotiate;
 pub mod offer;
 pub mod quality;
+pub mod simulcast;
 pub mod speaker;
 pub mod throttle;
 

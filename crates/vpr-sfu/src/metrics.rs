@@ -36,6 +36,8 @@ pub struct Metrics {
     pub peer_connections: AtomicU64,
     /// Published tracks.
     pub tracks: AtomicU64,
+    /// Down-track switches from one simulcast layer to another.
+    pub layer_switches: AtomicU64,
 }
 
 impl Metrics {
@@ -51,7 +53,7 @@ impl Metrics {
 
     /// Renders every metric in the Prometheus text exposition format.
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 14] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 15] = [
             ("vpr_rtp_received_total", "counter", "RTP packets received from publishers.", &self.rtp_received),
             ("vpr_nacks_received_total", "counter", "NACK packets received from subscribers.", &self.nacks_received),
             ("vpr_participants", "gauge", "Participants with at least one live session.", &self.participants),
@@ -66,6 +68,7 @@ impl Metrics {
             ("vpr_rooms", "gauge", "Open rooms.", &self.rooms),
             ("vpr_peer_connections", "gauge", "Live peer connections.", &self.peer_connections),
             ("vpr_tracks", "gauge", "Published tracks.", &self.tracks),
+            ("vpr_layer_switches_total", "counter", "Down-track switches between simulcast layers.", &self.layer_switches),
         ];
         let mut out = String::new();
         for (name, kind, help, value) in rows {

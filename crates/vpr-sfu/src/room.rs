@@ -11,6 +11,8 @@ use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 
 use crate::downtrack::{DownTrack, LegParameters};
 use crate::events::TrackKind;
+use crate::keyframe::VideoCodec;
+use crate::simulcast::{LayerIndex, LayerSelector, Layers};
 use crate::quality::AlertState;
 use crate::speaker::SpeakerDetector;
 use crate::throttle::KeyframeThrottle;
@@ -36,11 +38,15 @@ pub(crate) struct Publication {
     pub is_resident: bool,
     pub receiver_id: RTCRtpReceiverId,
     pub kind: TrackKind,
-    pub media_ssrc: u32,
+    /// One layer per encoding; a single one without simulcast.
+    pub layers: Layers,
+    /// Keyframe request throttle per layer, by layer index.
+    pub throttles: Vec<KeyframeThrottle>,
     /// MIME type, known once the first packet arrived.
     pub codec: Option<String>,
+    /// Video codec, for keyframe detection.
+    pub video_codec: Option<VideoCodec>,
     pub leg: LegParameters,
-    pub throttle: KeyframeThrottle,
     pub bindings: Vec<Binding>,
     /// Set by the control plane: nothing is forwarded while muted.
     pub muted: bool,
@@ -56,9 +62,35 @@ pub(crate) struct Slot {
     pub leg: LegParameters,
     pub bound: Option<PublicationKey>,
     pub track: DownTrack,
+    /// Which layer of the bound publication is forwarded.
+    pub selector: LayerSelector,
     /// The sender was removed from the peer connection (renegotiated
     /// sessions); the slot stays as a tombstone so indices stay valid.
     pub removed: bool,
+}
+
+impl Publication {
+    /// Opens a layer (or updates its SSRC) and gives it a keyframe throttle.
+    pub fn open_layer(&mut self, rid: &str, ssrc: u32, interval: std::time::Duration) -> LayerIndex {
+        let index = self.layers.open(rid, ssrc);
+        while self.throttles.len() < self.layers.len() {
+            self.throttles.push(KeyframeThrottle::new(interval));
+        }
+        index
+    }
+
+    /// SSRC to send a keyframe request for `layer` to now, if its throttle
+    /// allows one; otherwise the request is deferred by the throttle.
+    pub fn keyframe_request(&mut self, layer: LayerIndex, now: std::time::Instant) -> Option<u32> {
+        let ssrc = self.layers.get(layer)?.ssrc;
+        self.throttles.get_mut(layer)?.request(now).then_some(ssrc)
+    }
+
+    /// The layer a down-track starts on before the allocator has run: the
+    /// lowest active one, or the first opened.
+    pub fn starting_layer(&self, now: std::time::Instant) -> Option<LayerIndex> {
+        self.layers.ranked(now).first().map(|&(index, _)| index).or((!self.layers.is_empty()).then_some(0))
+    }
 }
 
 /// How many sessions a participant has and whether it counted as joined.

@@ -4,21 +4,35 @@
 use super::*;
 
 impl Worker {
+    /// Opens a publication on a publisher's first stream of a track, or a
+    /// further simulcast layer of a publication already open.
     pub(super) fn open_publication(
         &mut self,
         key: PeerKey,
         library_track_id: String,
         receiver_id: rtc::rtp_transceiver::RTCRtpReceiverId,
         ssrc: u32,
+        rid: Option<String>,
     ) {
-        let publication_key = self.allocate_key();
+        let rid = rid.unwrap_or_default();
+        let interval = self.config.keyframe_request_interval;
         let Some(peer) = self.peers.get_mut(&key) else { return };
         let publishes = matches!(peer.direction, Direction::Publish | Direction::Participate);
-        if !publishes || peer.receivers.contains_key(&library_track_id) {
-            // NOTE: a simulcast publisher opens one receiver stream per
-            // layer; only the first one is forwarded until layers exist.
+        if !publishes {
             return;
         }
+        if let Some(&publication_key) = peer.receivers.get(&library_track_id) {
+            let room_key = peer.room;
+            let Some(room) = self.rooms.get_mut(&room_key) else { return };
+            if let Some(publication) = room.publications.get_mut(&publication_key) {
+                let layer = publication.open_layer(&rid, ssrc, interval);
+                debug!(room_id = %room.room_id, track_id = %publication.track_id, rid = %rid, ssrc, layer,
+                    "simulcast layer opened");
+            }
+            return;
+        }
+        let publication_key = self.allocate_key();
+        let Some(peer) = self.peers.get_mut(&key) else { return };
         let Some(mut receiver) = peer.pc.rtp_receiver(receiver_id) else { return };
         let kind = match receiver.track().kind() {
             RtpCodecKind::Video => TrackKind::Video,
@@ -29,21 +43,23 @@ impl Worker {
         peer.receivers.insert(library_track_id, publication_key);
 
         let track_id = format!("tr_{:016x}", rand::random::<u64>());
-        let publication = Publication {
+        let mut publication = Publication {
             track_id,
             publisher: key,
             participant_id: peer.participant_id.clone(),
             is_resident: peer.is_resident,
             receiver_id,
             kind,
-            media_ssrc: ssrc,
+            layers: Layers::default(),
+            throttles: Vec::new(),
             codec: None,
+            video_codec: None,
             leg,
-            throttle: KeyframeThrottle::new(self.config.keyframe_request_interval),
             bindings: Vec::new(),
             muted: false,
             audio_level_id,
         };
+        publication.open_layer(&rid, ssrc, interval);
         if let Some(room) = self.rooms.get_mut(&peer.room) {
             room.publications.insert(publication_key, publication);
         }
@@ -113,6 +129,7 @@ impl Worker {
             return false;
         };
         publication.codec = Some(codec.mime_type.clone());
+        publication.video_codec = VideoCodec::from_mime(&codec.mime_type);
         info!(room_id = %room.room_id, participant_id = %publication.participant_id,
             track_id = %publication.track_id, codec = %codec.mime_type, "track published");
         let _ = self.events.send(MediaEvent::TrackPublished {
@@ -142,6 +159,15 @@ impl Worker {
             }
         }
 
+        let Some(layer) = publication.layers.by_ssrc(packet.header.ssrc) else { return };
+        let media_bytes = if packet.header.padding && packet.payload.is_empty() { 0 } else { packet.payload.len() };
+        publication.layers.observe(layer, now, media_bytes);
+        // Audio can start on any packet; video only on a keyframe.
+        let keyframe_start = match publication.video_codec {
+            Some(codec) => media_bytes > 0 && starts_keyframe(codec, &packet.payload),
+            None => publication.kind == TrackKind::Audio,
+        };
+
         let mut forwarded = 0u64;
         for binding in &publication.bindings {
             let Some(subscriber) = self.peers.get_mut(&binding.peer) else { continue };
@@ -152,6 +178,20 @@ impl Worker {
                 continue;
             }
             let Some(slot) = subscriber.slots.get_mut(binding.slot) else { continue };
+            match slot.selector.select(layer, keyframe_start) {
+                Selection::Drop => continue,
+                Selection::Switch { from } => {
+                    slot.track.restart();
+                    if from.is_some() {
+                        subscriber.layer_changes += 1;
+                        Metrics::add(&self.metrics.layer_switches, 1);
+                        debug!(session_id = %subscriber.session_id, track_id = %publication.track_id,
+                            layer, rid = %publication.layers.get(layer).map(|l| l.rid.as_str()).unwrap_or(""),
+                            "down-track switched layer");
+                    }
+                }
+                Selection::Forward => {}
+            }
             let mut copy = packet.clone();
             if slot.track.rewrite(&mut copy, now) != Rewrite::Forward {
                 continue;
@@ -192,36 +232,29 @@ impl Worker {
         }
         Metrics::add(&self.metrics.keyframe_requests_received, 1);
         let Some(peer) = self.peers.get(&subscriber) else { return };
-        let Some(publication_key) = peer
-            .slots
-            .iter()
-            .find(|slot| slot.local_track_id == local_track_id)
-            .and_then(|slot| slot.bound)
-        else {
-            return;
-        };
+        let Some(slot) = peer.slots.iter().find(|slot| slot.local_track_id == local_track_id) else { return };
+        let (Some(publication_key), Some(layer)) = (slot.bound, slot.selector.target()) else { return };
         let room_key = peer.room;
         let Self { rooms, peers, touched, metrics, .. } = self;
         let Some(publication) = rooms.get_mut(&room_key).and_then(|r| r.publications.get_mut(&publication_key)) else {
             return;
         };
-        if publication.throttle.request(now) {
-            send_keyframe_request(peers, touched, metrics, publication, now);
-        }
+        request_layer_keyframe(peers, touched, metrics, publication, layer, now);
     }
 
-    /// Asks for a keyframe on every video publication a newly connected
-    /// subscriber receives.
+    /// Asks for a keyframe of the target layer of every video down-track of
+    /// a newly connected subscriber.
     pub(super) fn request_keyframes_for(&mut self, key: PeerKey, now: Instant) {
         let Some(peer) = self.peers.get(&key) else { return };
-        let bound: Vec<PublicationKey> = peer.slots.iter().filter_map(|s| s.bound).collect();
+        let wanted: Vec<(PublicationKey, LayerIndex)> =
+            peer.slots.iter().filter_map(|s| Some((s.bound?, s.selector.target()?))).collect();
         let room_key = peer.room;
         let Self { rooms, peers, touched, metrics, .. } = self;
         let Some(room) = rooms.get_mut(&room_key) else { return };
-        for publication_key in bound {
+        for (publication_key, layer) in wanted {
             if let Some(publication) = room.publications.get_mut(&publication_key) {
-                if publication.kind == TrackKind::Video && publication.throttle.request(now) {
-                    send_keyframe_request(peers, touched, metrics, publication, now);
+                if publication.kind == TrackKind::Video {
+                    request_layer_keyframe(peers, touched, metrics, publication, layer, now);
                 }
             }
         }
@@ -246,21 +279,22 @@ impl Worker {
                 };
                 let Some(publication) = room.publications.get_mut(&publication_key) else { continue };
                 slot.track.bind(&publication.leg, &slot.leg);
+                slot.selector.reset();
+                let layer = publication.starting_layer(now);
+                slot.selector.set_target(layer);
                 slot.bound = Some(publication_key);
                 publication.bindings.push(Binding { peer: peer_key, slot: index });
                 debug!(room_id = %room.room_id, participant_id = %peer.participant_id,
                     track_id = %publication.track_id, "down-track bound");
-                if publication.kind == TrackKind::Video && peer.connected {
-                    newly_bound.push(publication_key);
+                if let (TrackKind::Video, true, Some(layer)) = (publication.kind, peer.connected, layer) {
+                    newly_bound.push((publication_key, layer));
                 }
             }
         }
         // A connected subscriber's new binding needs a keyframe to start.
-        for publication_key in newly_bound {
+        for (publication_key, layer) in newly_bound {
             if let Some(publication) = room.publications.get_mut(&publication_key) {
-                if publication.throttle.request(now) {
-                    send_keyframe_request(peers, touched, metrics, publication, now);
-                }
+                request_layer_keyframe(peers, touched, metrics, publication, layer, now);
             }
         }
         self.subscribe_participants(room_key);
@@ -285,14 +319,38 @@ impl Worker {
         }
         // Resume on a keyframe: rebinding makes each down-track wait for one
         // while its numbering continues.
+        let mut wanted = Vec::new();
         for binding in &publication.bindings {
             if let Some(slot) = peers.get_mut(&binding.peer).and_then(|p| p.slots.get_mut(binding.slot)) {
                 slot.track.bind(&publication.leg, &slot.leg);
+                slot.selector.reset();
+                if let Some(layer) = slot.selector.target() {
+                    if !wanted.contains(&layer) {
+                        wanted.push(layer);
+                    }
+                }
             }
         }
-        if publication.kind == TrackKind::Video && publication.throttle.request(now) {
-            send_keyframe_request(peers, touched, metrics, publication, now);
+        if publication.kind == TrackKind::Video {
+            for layer in wanted {
+                request_layer_keyframe(peers, touched, metrics, publication, layer, now);
+            }
         }
+    }
+}
+
+/// Requests a keyframe of one layer from the publisher, if the layer's
+/// throttle allows one now; otherwise the throttle sends it later.
+pub(super) fn request_layer_keyframe(
+    peers: &mut HashMap<PeerKey, Peer>,
+    touched: &mut Vec<PeerKey>,
+    metrics: &Metrics,
+    publication: &mut Publication,
+    layer: LayerIndex,
+    now: Instant,
+) {
+    if let Some(ssrc) = publication.keyframe_request(layer, now) {
+        send_keyframe_request(peers, touched, metrics, publication, ssrc, now);
     }
 }
 
@@ -301,11 +359,12 @@ pub(super) fn send_keyframe_request(
     touched: &mut Vec<PeerKey>,
     metrics: &Metrics,
     publication: &Publication,
+    media_ssrc: u32,
     now: Instant,
 ) {
     let Some(publisher) = peers.get_mut(&publication.publisher) else { return };
     let Some(mut receiver) = publisher.pc.rtp_receiver(publication.receiver_id) else { return };
-    let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: publication.media_ssrc };
+    let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
     match receiver.write_rtcp(now, vec![Box::new(pli)]) {
         Ok(()) => Metrics::add(&metrics.keyframe_requests_sent, 1),
         Err(err) => debug!(track_id = %publication.track_id, error = %err, "keyframe request failed"),

@@ -41,13 +41,15 @@ use crate::negotiate::{Direction, Negotiated};
 use crate::{PeerSignal, RoomParticipant, RoomTrack};
 use crate::quality::{AlertChange, QualitySample, RateTracker, TransportCounters};
 use crate::room::{Binding, PeerKey, Presence, Publication, PublicationKey, Room, RoomKey, Slot};
-use crate::throttle::KeyframeThrottle;
+use crate::keyframe::{starts_keyframe, VideoCodec};
+use crate::simulcast::{LayerIndex, LayerSelector, Layers, Selection};
 
+mod allocation;
 mod media;
 mod renegotiation;
 mod rooms;
 
-use media::send_keyframe_request;
+use media::request_layer_keyframe;
 
 /// Datagrams read per wake-up before the touched peers are drained.
 const RECV_BATCH: usize = 64;
@@ -109,6 +111,8 @@ struct Peer {
     needs_offer: bool,
     /// An offer was sent and its answer has not arrived.
     offer_pending: bool,
+    /// Down-track switches between simulcast layers.
+    layer_changes: u64,
 }
 
 pub(crate) struct Worker {
@@ -292,6 +296,7 @@ impl Worker {
                     leg,
                     bound: None,
                     track: DownTrack::new(slot.ssrc, slot.kind == TrackKind::Video),
+                    selector: LayerSelector::default(),
                     removed: false,
                 }
             })
@@ -320,6 +325,7 @@ impl Worker {
             signals,
             needs_offer: false,
             offer_pending: false,
+            layer_changes: 0,
         };
         Self::touch(&mut self.touched, &mut peer, key);
         self.peers.insert(key, peer);
@@ -464,11 +470,15 @@ impl Worker {
             self.remove_peer(key, "connection timed out");
         }
 
+        self.allocate_all(now);
         let Self { rooms, peers, touched, metrics, .. } = self;
         for room in rooms.values_mut() {
             for publication in room.publications.values_mut() {
-                if publication.throttle.handle_timeout(now) {
-                    send_keyframe_request(peers, touched, metrics, publication, now);
+                for layer in 0..publication.throttles.len() {
+                    if publication.throttles[layer].handle_timeout(now) {
+                        let Some(ssrc) = publication.layers.get(layer).map(|l| l.ssrc) else { continue };
+                        media::send_keyframe_request(peers, touched, metrics, publication, ssrc, now);
+                    }
                 }
             }
         }
@@ -534,6 +544,7 @@ impl Worker {
                         let participant_id = peer.participant_id.clone();
                         let room_key = peer.room;
                         self.mark_joined(room_key, &participant_id);
+                        self.allocate_peer(key, now);
                         self.request_keyframes_for(key, now);
                         self.renegotiate_if_needed(key);
                         self.notify_room(room_key);
@@ -544,7 +555,7 @@ impl Worker {
                 }
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
-                self.open_publication(key, init.track_id, init.receiver_id, init.ssrc);
+                self.open_publication(key, init.track_id, init.receiver_id, init.ssrc, init.rid);
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(track_id)) => {
                 self.close_publication(key, &track_id);
@@ -624,6 +635,13 @@ impl Worker {
         Metrics::set(&self.metrics.participants, participants as u64);
     }
 
+}
+
+impl Peer {
+    /// The bandwidth toward this peer that its down-tracks may use.
+    fn estimate_bps(&self, _now: Instant) -> f64 {
+        f64::INFINITY
+    }
 }
 
 fn flush_writes(socket: &UdpSocket, metrics: &Metrics, pc: &mut RTCPeerConnection) {

@@ -36,6 +36,7 @@ impl Worker {
                             leg: LegParameters::default(),
                             bound: Some(*publication_key),
                             track: DownTrack::new(ssrc, publication.kind == TrackKind::Video),
+                            selector: LayerSelector::default(),
                             removed: false,
                         });
                         publication.bindings.push(Binding { peer: peer_key, slot: index });
@@ -134,17 +135,18 @@ impl Worker {
                 continue;
             };
             slot.track.bind(&publication.leg, &slot.leg);
-            if publication.kind == TrackKind::Video {
-                video.push(publication_key);
+            slot.selector.reset();
+            let layer = slot.selector.target().or_else(|| publication.starting_layer(now));
+            slot.selector.set_target(layer);
+            if let (TrackKind::Video, Some(layer)) = (publication.kind, layer) {
+                video.push((publication_key, layer));
             }
         }
         Self::touch(touched, peer, key);
         if let Some(room) = rooms.get_mut(&room_key) {
-            for publication_key in video {
+            for (publication_key, layer) in video {
                 if let Some(publication) = room.publications.get_mut(&publication_key) {
-                    if publication.throttle.request(now) {
-                        send_keyframe_request(peers, touched, metrics, publication, now);
-                    }
+                    request_layer_keyframe(peers, touched, metrics, publication, layer, now);
                 }
             }
         }

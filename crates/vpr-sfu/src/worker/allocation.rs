@@ -1,0 +1,76 @@
+//! Layer allocation per subscriber: the allocator's choice applied to the
+//! down-tracks, with a keyframe request for each layer a down-track moves to.
+
+use super::*;
+use crate::allocator::{allocate, Demand, Priority};
+
+impl Worker {
+    /// Re-chooses the layers of every connected subscriber.
+    pub(super) fn allocate_all(&mut self, now: Instant) {
+        let keys: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.connected && p.slots.iter().any(|s| s.bound.is_some()))
+            .map(|(key, _)| *key)
+            .collect();
+        for key in keys {
+            self.allocate_peer(key, now);
+        }
+    }
+
+    /// Chooses the layer of each of one subscriber's down-tracks so that
+    /// their total fits the subscriber's bandwidth estimate.
+    pub(super) fn allocate_peer(&mut self, key: PeerKey, now: Instant) {
+        let Self { rooms, peers, touched, metrics, .. } = self;
+        let Some(peer) = peers.get_mut(&key) else { return };
+        let Some(room) = rooms.get_mut(&peer.room) else { return };
+        let estimate = peer.estimate_bps(now);
+
+        let mut demands = Vec::new();
+        let mut targets = Vec::new();
+        for (index, slot) in peer.slots.iter().enumerate() {
+            let Some(publication_key) = slot.bound.filter(|_| !slot.removed) else { continue };
+            let Some(publication) = room.publications.get(&publication_key) else { continue };
+            if publication.muted {
+                continue;
+            }
+            let layers = publication.layers.ranked(now);
+            if layers.is_empty() {
+                continue;
+            }
+            let priority = match (publication.kind, publication.is_resident) {
+                (TrackKind::Audio, _) => Priority::Audio,
+                (TrackKind::Video, true) => Priority::ResidentVideo,
+                (TrackKind::Video, false) => Priority::OtherVideo,
+            };
+            demands.push(Demand { priority, layers, current: slot.selector.current() });
+            targets.push((index, publication_key));
+        }
+        if demands.is_empty() {
+            return;
+        }
+
+        let chosen = allocate(estimate, &demands);
+        let mut requests = Vec::new();
+        for ((index, publication_key), layer) in targets.into_iter().zip(chosen) {
+            let slot = &mut peer.slots[index];
+            if slot.selector.target() == layer {
+                continue;
+            }
+            debug!(room_id = %room.room_id, session_id = %peer.session_id, local_track_id = %slot.local_track_id,
+                from = ?slot.selector.target(), to = ?layer, estimate_bps = estimate, "down-track layer target changed");
+            if slot.selector.set_target(layer) {
+                if let Some(layer) = layer {
+                    requests.push((publication_key, layer));
+                }
+            }
+        }
+        for (publication_key, layer) in requests {
+            if let Some(publication) = room.publications.get_mut(&publication_key) {
+                if publication.kind == TrackKind::Video {
+                    request_layer_keyframe(peers, touched, metrics, publication, layer, now);
+                }
+            }
+        }
+    }
+}
