@@ -1,5 +1,8 @@
 //! WebSocket join: an officer joins over one peer connection and the server
-//! renegotiates it as publishers come and go, with no reconnect.
+//! renegotiates it as publishers come and go, with no reconnect; and an ICE
+//! restart over the same socket moves the connection to a new address while
+//! the participant stays the same. A session whose socket drops is resumed
+//! on a new socket with its peer connection.
 
 mod common;
 
@@ -15,6 +18,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use vpr_bench::client::{build_loopback_peer, create_complete_offer, PeerEvents, PublisherMedia, WhipPublisher};
+use vpr_bench::relay::{rewrite_answer_candidates, Relay};
 use vpr_control::pb::Role;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::RTCSessionDescription;
@@ -201,6 +205,302 @@ async fn websocket_join_renegotiates_tracks() {
         events.connection_state(),
         webrtc::peer_connection::RTCPeerConnectionState::Connected,
         "the officer's connection was not kept"
+    );
+
+    publisher.stop().await.expect("WHIP stop");
+    signalling.abort();
+    let _ = peer.close().await;
+}
+
+/// Returns the `a=ice-ufrag` value of an SDP description.
+fn ice_ufrag(sdp: &str) -> String {
+    sdp.lines()
+        .find_map(|line| line.trim_end().strip_prefix("a=ice-ufrag:"))
+        .expect("no a=ice-ufrag in the SDP")
+        .to_owned()
+}
+
+/// Messages the ICE restart test reads from the server.
+#[derive(Default, Debug)]
+struct RestartSignals {
+    /// SDP of every `answer`, in order.
+    answers: Vec<String>,
+    /// Participant ids of the last `room` message.
+    participants: Vec<String>,
+    errors: Vec<String>,
+}
+
+#[tokio::test]
+async fn ice_restart_keeps_participant() {
+    let server = TestServer::start().await;
+    let mut grpc = server.grpc_client().await;
+    let room = create_room(&mut grpc, "INC-ws-restart").await;
+    let resident = admit(&mut grpc, &room.room_id, "resident", Role::Resident).await;
+    let officer = admit(&mut grpc, &room.room_id, "officer", Role::Officer).await;
+
+    let publisher = WhipPublisher::start(
+        &resident.whip_url,
+        &resident.join_token,
+        PublisherMedia::looping(clip_ivf(), clip_ogg()),
+    )
+    .await
+    .expect("WHIP");
+    publisher.wait_connected(CONNECT_TIMEOUT).await.expect("publisher connects");
+
+    // The officer's media goes through relay A first and, after the
+    // restart, through relay B: the server sees STUN from a new address.
+    let (relay_a, relay_a_addr) = Relay::start(server.media_addr()).await.expect("relay A");
+    let (relay_b, relay_b_addr) = Relay::start_seeded(server.media_addr(), 7).await.expect("relay B");
+
+    let ws_url = format!("{}/ws?token={}", server.http_base().replace("http://", "ws://"), officer.join_token);
+    let (socket, _) = tokio_tungstenite::connect_async(ws_url).await.expect("WebSocket upgrade");
+    let (mut outgoing, mut incoming) = socket.split();
+
+    let (events, tracks) = PeerEvents::with_remote_tracks();
+    let peer = build_loopback_peer(events.clone()).await.expect("peer");
+    let init = RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Recvonly, ..Default::default() };
+    peer.add_transceiver_from_kind(RtpCodecKind::Audio, Some(init)).await.expect("transceiver");
+    let offer = create_complete_offer(&peer, &events, CONNECT_TIMEOUT).await.expect("offer");
+    outgoing
+        .send(Message::Text(json!({"v": 1, "type": "offer", "sdp": offer}).to_string().into()))
+        .await
+        .expect("send offer");
+    let outgoing = Arc::new(tokio::sync::Mutex::new(outgoing));
+
+    let received = Arc::new(Mutex::new(Received::default()));
+    tokio::spawn(count_tracks(tracks, received.clone()));
+    let signals = Arc::new(Mutex::new(RestartSignals::default()));
+    // Where the client sends its media: the relay the last answer points at.
+    let relay_for_answers = Arc::new(Mutex::new(relay_a_addr));
+
+    let signalling = {
+        let peer = peer.clone();
+        let received = received.clone();
+        let signals = signals.clone();
+        let outgoing = outgoing.clone();
+        let relay_for_answers = relay_for_answers.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(frame)) = incoming.next().await {
+                let Message::Text(text) = frame else { continue };
+                let message: Value = serde_json::from_str(&text).expect("server JSON");
+                match message["type"].as_str() {
+                    Some("answer") => {
+                        let sdp = message["sdp"].as_str().expect("sdp").to_owned();
+                        signals.lock().unwrap().answers.push(sdp.clone());
+                        let relay = *relay_for_answers.lock().unwrap();
+                        let sdp = rewrite_answer_candidates(&sdp, relay);
+                        peer.set_remote_description(RTCSessionDescription::answer(sdp).unwrap()).await.expect("answer");
+                    }
+                    Some("offer") => {
+                        let relay = *relay_for_answers.lock().unwrap();
+                        let sdp = rewrite_answer_candidates(message["sdp"].as_str().expect("sdp"), relay);
+                        peer.set_remote_description(RTCSessionDescription::offer(sdp).unwrap()).await.expect("remote offer");
+                        let answer = peer.create_answer(None).await.expect("create answer");
+                        peer.set_local_description(answer).await.expect("local answer");
+                        let sdp = peer.local_description().await.expect("local description").sdp;
+                        received.lock().unwrap().offers += 1;
+                        let reply = json!({"v": 1, "type": "answer", "sdp": sdp}).to_string();
+                        outgoing.lock().await.send(Message::Text(reply.into())).await.expect("send answer");
+                    }
+                    Some("room") => {
+                        let ids = message["participants"]
+                            .as_array()
+                            .map(|list| list.iter().filter_map(|p| p["participant_id"].as_str().map(str::to_owned)).collect())
+                            .unwrap_or_default();
+                        signals.lock().unwrap().participants = ids;
+                    }
+                    Some("error") => signals.lock().unwrap().errors.push(message["message"].to_string()),
+                    _ => {}
+                }
+            }
+        })
+    };
+
+    events.wait_connected(CONNECT_TIMEOUT).await.expect("officer connects through relay A");
+    wait_for("the resident's media through relay A", Duration::from_secs(8), || total_packets(&received) > 100).await;
+    wait_for("a server offer for the resident's tracks to be answered", Duration::from_secs(8), || {
+        received.lock().unwrap().offers >= 1
+    })
+    .await;
+    let relay_a_stats = relay_a.stats();
+    assert!(relay_a_stats.upstream.forwarded_packets > 0, "nothing went through relay A: {relay_a_stats:?}");
+
+    // Relay A goes dark: media stops.
+    relay_a.set_outage(true);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let during_outage = total_packets(&received);
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert!(
+        total_packets(&received) <= during_outage + 5,
+        "media kept arriving during relay A's outage: {during_outage} -> {}",
+        total_packets(&received)
+    );
+
+    // ICE restart over the same socket; the answer points at relay B.
+    *relay_for_answers.lock().unwrap() = relay_b_addr;
+    let first_offer_ufrag = ice_ufrag(&offer);
+    let restart = peer
+        .create_offer(Some(rtc::peer_connection::configuration::RTCOfferOptions { ice_restart: true }))
+        .await
+        .expect("restart offer");
+    peer.set_local_description(restart).await.expect("local restart offer");
+    let _ = events.wait_gathering_complete(Duration::from_secs(2)).await;
+    let restart_sdp = peer.local_description().await.expect("local description").sdp;
+    assert_ne!(ice_ufrag(&restart_sdp), first_offer_ufrag, "the restart offer kept the client's ufrag");
+    let answers_before = signals.lock().unwrap().answers.len();
+    outgoing
+        .lock()
+        .await
+        .send(Message::Text(json!({"v": 1, "type": "offer", "sdp": restart_sdp}).to_string().into()))
+        .await
+        .expect("send restart offer");
+    wait_for("the server's answer to the restart offer", Duration::from_secs(5), || {
+        signals.lock().unwrap().answers.len() > answers_before
+    })
+    .await;
+
+    let before_restart = total_packets(&received);
+    wait_for("media through relay B after the restart", Duration::from_secs(10), || {
+        total_packets(&received) > before_restart + 100
+    })
+    .await;
+    let relay_b_stats = relay_b.stats();
+    assert!(relay_b_stats.upstream.forwarded_packets > 0, "nothing went through relay B: {relay_b_stats:?}");
+    assert!(relay_b_stats.downstream.forwarded_packets > 100, "little media came back through relay B: {relay_b_stats:?}");
+
+    // Still one officer: in the room message and in the session record.
+    {
+        let state = signals.lock().unwrap();
+        assert!(state.errors.is_empty(), "server errors: {:?}", state.errors);
+        let officers = state.participants.iter().filter(|id| **id == officer.participant_id).count();
+        assert_eq!(officers, 1, "officer entries in the last room message: {:?}", state.participants);
+        assert_eq!(state.participants.len(), 2, "participants in the last room message: {:?}", state.participants);
+    }
+    let session = grpc
+        .get_session(vpr_control::pb::GetSessionRequest { room_id: room.room_id.clone() })
+        .await
+        .expect("GetSession")
+        .into_inner();
+    let officers: Vec<_> = session.participants.iter().filter(|p| p.role == Role::Officer as i32).collect();
+    assert_eq!(officers.len(), 1, "officers in the session record: {officers:?}");
+    assert_eq!(officers[0].participant_id, officer.participant_id, "officer participant id");
+    assert!(officers[0].joined_at_unix_ms > 0, "the officer never joined: {:?}", officers[0]);
+    assert_eq!(officers[0].left_at_unix_ms, 0, "the officer left during the restart: {:?}", officers[0]);
+    let officer_events: Vec<&str> = session
+        .events
+        .iter()
+        .filter(|event| event.participant_id == officer.participant_id)
+        .map(|event| event.kind.as_str())
+        .collect();
+    assert_eq!(
+        officer_events.iter().filter(|kind| **kind == "participant_joined").count(),
+        1,
+        "officer events: {officer_events:?}"
+    );
+    assert!(!officer_events.contains(&"participant_left"), "officer events: {officer_events:?}");
+    assert_eq!(
+        events.connection_state(),
+        webrtc::peer_connection::RTCPeerConnectionState::Connected,
+        "the officer's connection after the restart"
+    );
+
+    publisher.stop().await.expect("WHIP stop");
+    signalling.abort();
+    let _ = peer.close().await;
+}
+
+/// Reads server messages until one of type `kind` arrives; returns it.
+async fn next_of_type<S>(incoming: &mut S, kind: &str) -> Value
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let frame = tokio::time::timeout_at(deadline, incoming.next())
+            .await
+            .unwrap_or_else(|_| panic!("no {kind} message within 5 s"))
+            .expect("socket closed")
+            .expect("frame");
+        let Message::Text(text) = frame else { continue };
+        let message: Value = serde_json::from_str(&text).expect("server JSON");
+        if message["type"] == kind {
+            return message;
+        }
+    }
+}
+
+#[tokio::test]
+async fn resume_keeps_session_after_socket_drop() {
+    let server = TestServer::start().await;
+    let mut grpc = server.grpc_client().await;
+    let room = create_room(&mut grpc, "INC-ws-resume").await;
+    let resident = admit(&mut grpc, &room.room_id, "resident", Role::Resident).await;
+    let officer = admit(&mut grpc, &room.room_id, "officer", Role::Officer).await;
+    let publisher = WhipPublisher::start(
+        &resident.whip_url,
+        &resident.join_token,
+        PublisherMedia::looping(clip_ivf(), clip_ogg()),
+    )
+    .await
+    .expect("WHIP");
+    publisher.wait_connected(CONNECT_TIMEOUT).await.expect("publisher connects");
+
+    let ws_url = format!("{}/ws?token={}", server.http_base().replace("http://", "ws://"), officer.join_token);
+
+    // A socket with no session has nothing to resume.
+    let (mut fresh, _) = tokio_tungstenite::connect_async(ws_url.as_str()).await.expect("WebSocket upgrade");
+    fresh.send(Message::Text(json!({"v": 1, "type": "resume"}).to_string().into())).await.expect("send resume");
+    let error = next_of_type(&mut fresh, "error").await;
+    assert!(error["message"].as_str().unwrap_or("").contains("nothing to resume"), "reply to an early resume: {error}");
+    drop(fresh);
+
+    let (mut socket, _) = tokio_tungstenite::connect_async(ws_url.as_str()).await.expect("WebSocket upgrade");
+    let (events, tracks) = PeerEvents::with_remote_tracks();
+    let peer = build_loopback_peer(events.clone()).await.expect("peer");
+    let init = RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Recvonly, ..Default::default() };
+    peer.add_transceiver_from_kind(RtpCodecKind::Audio, Some(init)).await.expect("transceiver");
+    let offer = create_complete_offer(&peer, &events, CONNECT_TIMEOUT).await.expect("offer");
+    socket.send(Message::Text(json!({"v": 1, "type": "offer", "sdp": offer}).to_string().into())).await.expect("send offer");
+    let answer = next_of_type(&mut socket, "answer").await;
+    let sdp = answer["sdp"].as_str().expect("sdp").to_owned();
+    peer.set_remote_description(RTCSessionDescription::answer(sdp).unwrap()).await.expect("answer");
+    events.wait_connected(CONNECT_TIMEOUT).await.expect("officer connects");
+
+    // The socket drops without `leave` before the server's offer is answered.
+    let first_offer = next_of_type(&mut socket, "offer").await;
+    drop(socket);
+
+    // A new socket resumes the session; the server repeats its waiting offer.
+    let (resumed, _) = tokio_tungstenite::connect_async(ws_url.as_str()).await.expect("WebSocket upgrade");
+    let (mut outgoing, mut incoming) = resumed.split();
+    outgoing.send(Message::Text(json!({"v": 1, "type": "resume"}).to_string().into())).await.expect("send resume");
+    next_of_type(&mut incoming, "resumed").await;
+    let repeated = next_of_type(&mut incoming, "offer").await;
+    assert_eq!(repeated["sdp"], first_offer["sdp"], "the offer repeated after the resume");
+
+    let received = Arc::new(Mutex::new(Received::default()));
+    tokio::spawn(count_tracks(tracks, received.clone()));
+    let sdp = repeated["sdp"].as_str().expect("sdp").to_owned();
+    peer.set_remote_description(RTCSessionDescription::offer(sdp).unwrap()).await.expect("remote offer");
+    let answer = peer.create_answer(None).await.expect("create answer");
+    peer.set_local_description(answer).await.expect("local answer");
+    let sdp = peer.local_description().await.expect("local description").sdp;
+    outgoing.send(Message::Text(json!({"v": 1, "type": "answer", "sdp": sdp}).to_string().into())).await.expect("send answer");
+    let signalling = tokio::spawn(async move { while let Some(Ok(_)) = incoming.next().await {} });
+
+    wait_for("the resident's media after the resume", Duration::from_secs(8), || total_packets(&received) > 100).await;
+    let session = grpc
+        .get_session(vpr_control::pb::GetSessionRequest { room_id: room.room_id.clone() })
+        .await
+        .expect("GetSession")
+        .into_inner();
+    let officers: Vec<_> = session.participants.iter().filter(|p| p.role == Role::Officer as i32).collect();
+    assert_eq!(officers.len(), 1, "officers in the session record: {officers:?}");
+    assert_eq!(officers[0].left_at_unix_ms, 0, "the officer left when the socket dropped: {:?}", officers[0]);
+    assert_eq!(
+        events.connection_state(),
+        webrtc::peer_connection::RTCPeerConnectionState::Connected,
+        "the officer's connection after the resume"
     );
 
     publisher.stop().await.expect("WHIP stop");

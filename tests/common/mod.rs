@@ -108,6 +108,8 @@ pub struct ServerOptions {
     pub listen_ip: IpAddr,
     /// Edits applied to the generated config before it is written.
     pub configure: Option<Box<dyn Fn(&mut toml::Table) + Send + Sync>>,
+    /// Log filter for the server; `RUST_LOG` or `info` when `None`.
+    pub log_filter: Option<String>,
 }
 
 impl Default for ServerOptions {
@@ -116,6 +118,7 @@ impl Default for ServerOptions {
             command_prefix: Vec::new(),
             listen_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             configure: None,
+            log_filter: None,
         }
     }
 }
@@ -308,7 +311,9 @@ impl TestServer {
             .args(&words[1..])
             .env(
                 "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()),
+                self.options.log_filter.clone().unwrap_or_else(|| {
+                    std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned())
+                }),
             )
             .env_remove("VPR_JOIN_TOKEN_SECRET")
             .env_remove("VPR_API_KEYS")

@@ -4,7 +4,8 @@
 //! Audio always goes. The resident's video comes first, then the other
 //! participants' video. Every video first gets its lowest layer, and the
 //! resident's gets it even when the estimate is below it, so the scene
-//! never freezes. What remains upgrades the resident's video as far as it
+//! never freezes. A track without simulcast is always forwarded; other
+//! participants' simulcast video pauses when its lowest layer does not fit. What remains upgrades the resident's video as far as it
 //! fits, then the others'. A down-track keeps its current layer while the total
 //! fits; an upgrade needs some headroom, so the choice does not flap on a
 //! noisy estimate. Pure function, no I/O.
@@ -54,7 +55,10 @@ pub fn allocate(estimate_bps: f64, demands: &[Demand]) -> Vec<Option<LayerIndex>
             continue;
         }
         let lowest = demands[i].layers[0].1;
-        let must = matches!(demands[i].priority, Priority::Audio | Priority::ResidentVideo);
+        // A track without simulcast has no cheaper layer to fall back to,
+        // and pausing it would stop that participant's video outright.
+        let single = demands[i].layers.len() == 1;
+        let must = single || matches!(demands[i].priority, Priority::Audio | Priority::ResidentVideo);
         if must || (used + lowest) as f64 <= estimate_bps {
             chosen[i] = Some(0);
             used += lowest;
@@ -126,9 +130,9 @@ mod tests {
     }
 
     #[test]
-    fn single_layer_video_is_forwarded_or_paused() {
+    fn single_layer_video_is_never_paused() {
         let single = Demand { priority: Priority::OtherVideo, layers: vec![(0, 800_000)], current: None };
         assert_eq!(allocate(1_000_000.0, std::slice::from_ref(&single)), vec![Some(0)]);
-        assert_eq!(allocate(500_000.0, &[single]), vec![None]);
+        assert_eq!(allocate(500_000.0, &[single]), vec![Some(0)]);
     }
 }

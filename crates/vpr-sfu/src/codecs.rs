@@ -10,6 +10,8 @@
 
 use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+
+use crate::bwe::{register_send_side_bwe, ReportQueue};
 use rtc::peer_connection::configuration::media_engine::{
     MediaEngine, MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9,
 };
@@ -61,7 +63,9 @@ fn codec(mime: &str, clock_rate: u32, channels: u16, fmtp: &str, payload_type: u
 }
 
 /// Builds the media engine and interceptor registry for one peer connection.
-pub fn media_setup() -> Result<(MediaEngine, Registry), Error> {
+/// The registry numbers outgoing packets with transport-wide sequence
+/// numbers and hands the feedback on them to the returned queue.
+pub fn media_setup() -> Result<(MediaEngine, Registry, ReportQueue), Error> {
     let mut engine = MediaEngine::default();
     engine.register_codec(
         codec(MIME_TYPE_OPUS, 48_000, 2, "minptime=10;useinbandfec=1", 111),
@@ -101,7 +105,8 @@ pub fn media_setup() -> Result<(MediaEngine, Registry), Error> {
     // inbound RTCP for delivery before the default chain consumes it.
     let registry = Registry::new().with(Slot::from(14_000), DeliverRtcp::default());
     let registry = register_default_interceptors(registry, &mut engine)?;
-    Ok((engine, registry))
+    let (registry, reports) = register_send_side_bwe(registry, &mut engine)?;
+    Ok((engine, registry, reports))
 }
 
 /// Interceptor that marks every inbound RTCP packet for delivery to the

@@ -67,9 +67,9 @@ pub enum Rewrite {
 const NO_MAPPING: u8 = 0;
 const NO_PAYLOAD_TYPE: u8 = 0xff;
 
-/// Dropped padding packets remembered per source; a late packet older
-/// than all of them is too old to number without a collision.
-const DROPPED_PADDING_MEMORY: usize = 64;
+/// Changes of the sequence offset remembered per source; a late packet
+/// older than all of them is too old to number without a collision.
+const OFFSET_MEMORY: usize = 64;
 
 /// Sequence and timestamp mapping for the source currently forwarded.
 #[derive(Debug, Clone)]
@@ -79,33 +79,47 @@ struct SourceMapping {
     ts_in_base: u32,
     ts_out_base: u32,
     highest_in_seq: u16,
-    /// Incoming sequence numbers of dropped padding-only packets, oldest
-    /// first. Each one lowered `seq_out_base` by one for the packets after
-    /// it; a late packet from before it gets that one back.
-    dropped_padding: VecDeque<u16>,
+    /// Changes of `seq_out_base`, oldest first, as (incoming sequence
+    /// number, change). A change applies to the packets after that number:
+    /// -1 for a padding packet dropped there, +1 for a padding packet the
+    /// down-track inserted after it. A late packet from before a change
+    /// gets it undone.
+    offset_changes: VecDeque<(u16, i16)>,
 }
 
 impl SourceMapping {
-    /// Outgoing sequence number of `in_seq`, or `None` when a dropped
-    /// padding packet this mapping no longer remembers may precede it.
+    /// Outgoing sequence number of `in_seq`, or `None` when a change of
+    /// the offset this mapping no longer remembers may precede it.
     fn out_seq(&self, in_seq: u16) -> Option<u16> {
         let mut out = in_seq.wrapping_sub(self.seq_in_base).wrapping_add(self.seq_out_base);
         let is_late = (self.highest_in_seq.wrapping_sub(in_seq) as i16) > 0;
-        if !is_late || self.dropped_padding.is_empty() {
+        if !is_late || self.offset_changes.is_empty() {
             return Some(out);
         }
-        if self.dropped_padding.len() == DROPPED_PADDING_MEMORY
-            && (in_seq.wrapping_sub(self.dropped_padding[0]) as i16) < 0
+        if self.offset_changes.len() == OFFSET_MEMORY
+            && (in_seq.wrapping_sub(self.offset_changes[0].0) as i16) <= 0
         {
             return None;
         }
-        for &dropped in self.dropped_padding.iter().rev() {
-            if (dropped.wrapping_sub(in_seq) as i16) <= 0 {
+        for &(boundary, change) in self.offset_changes.iter().rev() {
+            if (boundary.wrapping_sub(in_seq) as i16) < 0 {
                 break;
             }
-            out = out.wrapping_add(1);
+            out = out.wrapping_sub(change as u16);
         }
         Some(out)
+    }
+
+    fn change_offset(&mut self, boundary: u16, change: i16) {
+        self.seq_out_base = self.seq_out_base.wrapping_add(change as u16);
+        if self.offset_changes.len() == OFFSET_MEMORY {
+            self.offset_changes.pop_front();
+        }
+        self.offset_changes.push_back((boundary, change));
+    }
+
+    fn dropped_padding(&self, in_seq: u16) -> bool {
+        self.offset_changes.iter().any(|&(boundary, change)| boundary == in_seq && change < 0)
     }
 }
 
@@ -116,6 +130,7 @@ struct LastSent {
     timestamp: u32,
     at: Instant,
     clock_rate: u32,
+    payload_type: u8,
 }
 
 /// Rewrite state of one track for one subscriber.
@@ -198,6 +213,24 @@ impl DownTrack {
         self.mapping = None;
     }
 
+    /// Returns a padding-only packet numbered right after the newest packet
+    /// sent, for bandwidth probing; later packets are numbered after it.
+    /// `None` before the first packet was forwarded from the source.
+    pub fn padding_packet(&mut self) -> Option<Packet> {
+        let mapping = self.mapping.as_mut()?;
+        let last = self.last_sent.as_mut()?;
+        mapping.change_offset(mapping.highest_in_seq, 1);
+        last.seq = last.seq.wrapping_add(1);
+        let mut packet = Packet::default();
+        packet.header.version = 2;
+        packet.header.padding = true;
+        packet.header.payload_type = last.payload_type;
+        packet.header.sequence_number = last.seq;
+        packet.header.timestamp = last.timestamp;
+        packet.header.ssrc = self.ssrc;
+        Some(packet)
+    }
+
     /// Rewrites `packet` in place for the subscriber.
     pub fn rewrite(&mut self, packet: &mut Packet, now: Instant) -> Rewrite {
         let index = usize::from(packet.header.payload_type & 0x7f);
@@ -232,14 +265,10 @@ impl DownTrack {
         if is_next && is_padding_only {
             // Close the gap the dropped packet would leave.
             mapping.highest_in_seq = in_seq;
-            mapping.seq_out_base = mapping.seq_out_base.wrapping_sub(1);
-            if mapping.dropped_padding.len() == DROPPED_PADDING_MEMORY {
-                mapping.dropped_padding.pop_front();
-            }
-            mapping.dropped_padding.push_back(in_seq);
+            mapping.change_offset(in_seq, -1);
             return Rewrite::PaddingDropped;
         }
-        if is_padding_only && mapping.dropped_padding.contains(&in_seq) {
+        if is_padding_only && mapping.dropped_padding(in_seq) {
             // A repeat of a padding packet already dropped.
             return Rewrite::PaddingDropped;
         }
@@ -271,6 +300,7 @@ impl DownTrack {
                 timestamp: out_ts,
                 at: now,
                 clock_rate: self.clock_rates[index],
+                payload_type: out_payload_type,
             });
         }
         Rewrite::Forward
@@ -294,7 +324,7 @@ impl DownTrack {
             ts_in_base: packet.header.timestamp,
             ts_out_base,
             highest_in_seq: packet.header.sequence_number,
-            dropped_padding: VecDeque::new(),
+            offset_changes: VecDeque::new(),
         }
     }
 
@@ -544,6 +574,40 @@ mod tests {
         unique.dedup();
         assert_eq!(unique.len(), sent.len(), "sequence numbers collide: {sent:?}");
         assert_eq!(sent, vec![100, 102, 103, 101]);
+    }
+
+    #[test]
+    fn inserted_padding_keeps_numbering_unique() {
+        let (publisher, subscriber) = legs();
+        let mut track = DownTrack::new(42, true).with_initial(65_535, 0);
+        track.bind(&publisher, &subscriber);
+        let now = Instant::now();
+        assert!(track.padding_packet().is_none(), "no padding before the first packet");
+        let mut key = packet(10, 0, true);
+        assert_eq!(track.rewrite(&mut key, now), Rewrite::Forward);
+        // 11 is late; 12 arrives, then two padding packets are inserted.
+        let mut twelve = packet(12, 0, false);
+        assert_eq!(track.rewrite(&mut twelve, now), Rewrite::Forward);
+        let first = track.padding_packet().expect("padding after a forwarded packet");
+        let second = track.padding_packet().expect("second padding packet");
+        assert!(first.header.padding && first.payload.is_empty());
+        assert_eq!(first.header.ssrc, 42);
+        assert_eq!(first.header.payload_type, 120);
+        assert_eq!(first.header.timestamp, twelve.header.timestamp);
+        let mut thirteen = packet(13, 3000, false);
+        assert_eq!(track.rewrite(&mut thirteen, now), Rewrite::Forward);
+        let mut eleven = packet(11, 0, false);
+        assert_eq!(track.rewrite(&mut eleven, now), Rewrite::Forward);
+
+        let sent = [
+            key.header.sequence_number,
+            eleven.header.sequence_number,
+            twelve.header.sequence_number,
+            first.header.sequence_number,
+            second.header.sequence_number,
+            thirteen.header.sequence_number,
+        ];
+        assert_eq!(sent, [65_535, 0, 1, 2, 3, 4], "in order of the outgoing stream, across the wrap");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! session record.
 
 pub mod allocator;
+pub mod bwe;
 pub mod codecs;
 pub mod config;
 pub mod datagram;
@@ -111,6 +112,16 @@ pub enum PeerSignal {
         /// Why, such as "removed by dispatcher" or "room_closed".
         reason: String,
     },
+}
+
+/// The media plane's reply to a client's offer on a renegotiated session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OfferReply {
+    /// The SDP answer.
+    Answer(String),
+    /// A server offer is waiting for its answer, so the client's offer was
+    /// not applied: the client rolls it back, answers, then offers again.
+    Glare,
 }
 
 /// The answer to a session request.
@@ -263,6 +274,45 @@ impl MediaHandle {
         let (reply, response) = oneshot::channel();
         self.commands
             .send(Command::ApplyAnswer { session_id: session_id.to_owned(), answer_sdp, reply })
+            .map_err(|_| MediaError::WorkerStopped)?;
+        response.await.map_err(|_| MediaError::WorkerStopped)?
+    }
+
+    /// Applies a client's later offer to a renegotiated session, such as an
+    /// ICE restart; returns the SDP answer, or [`OfferReply::Glare`] while a
+    /// server offer waits for its answer.
+    pub async fn apply_offer(&self, session_id: &str, offer_sdp: String) -> Result<OfferReply, MediaError> {
+        offer::check_offer(&offer_sdp)?;
+        let (reply, response) = oneshot::channel();
+        self.commands
+            .send(Command::ApplyOffer { session_id: session_id.to_owned(), offer_sdp, reply })
+            .map_err(|_| MediaError::WorkerStopped)?;
+        response.await.map_err(|_| MediaError::WorkerStopped)?
+    }
+
+    /// Detaches a renegotiated session from its closed signalling channel.
+    /// The session keeps its media and is ended after `grace` unless
+    /// [`MediaHandle::resume_session`] attaches a new channel first.
+    pub fn detach_session(&self, session_id: &str, grace: std::time::Duration) {
+        let _ = self.commands.send(Command::DetachSession { session_id: session_id.to_owned(), grace });
+    }
+
+    /// Attaches a new signalling channel to the participant's detached
+    /// renegotiated session; returns its session id, or `SessionNotFound`.
+    pub async fn resume_session(
+        &self,
+        room_id: &str,
+        participant_id: &str,
+        signals: mpsc::UnboundedSender<PeerSignal>,
+    ) -> Result<String, MediaError> {
+        let (reply, response) = oneshot::channel();
+        self.commands
+            .send(Command::ResumeSession {
+                room_id: room_id.to_owned(),
+                participant_id: participant_id.to_owned(),
+                signals,
+                reply,
+            })
             .map_err(|_| MediaError::WorkerStopped)?;
         response.await.map_err(|_| MediaError::WorkerStopped)?
     }

@@ -21,6 +21,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use rtc::rtp_transceiver::RTCRtpSenderId;
 
+use crate::bwe::ReportQueue;
 use crate::codecs::media_setup;
 use crate::config::MediaConfig;
 use crate::error::MediaError;
@@ -62,6 +63,8 @@ pub struct Negotiated {
     pub local_ufrag: String,
     /// Senders of a subscribing session.
     pub slots: Vec<SenderSlot>,
+    /// Transport-wide feedback on what the connection sends.
+    pub reports: ReportQueue,
 }
 
 /// Creates a peer connection for `offer_sdp` and answers it.
@@ -82,7 +85,7 @@ pub fn negotiate(
         .with_ice_credentials(local_ufrag.clone(), local_pwd)
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
         .build();
-    let (media_engine, registry) = media_setup()?;
+    let (media_engine, registry, reports) = media_setup()?;
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_setting_engine(setting_engine)
@@ -155,5 +158,5 @@ pub fn negotiate(
         .map(|description| unbundle_answer(&description.sdp, summary))
         .ok_or_else(|| MediaError::Negotiation("no local description after answering".into()))?;
 
-    Ok(Negotiated { pc, answer_sdp, local_ufrag, slots })
+    Ok(Negotiated { pc, answer_sdp, local_ufrag, slots, reports })
 }

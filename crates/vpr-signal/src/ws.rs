@@ -6,12 +6,16 @@
 //!
 //! | from   | type        | fields                 | meaning |
 //! |--------|-------------|------------------------|---------|
-//! | client | `offer`     | `sdp`                  | first offer: the client's tracks; answered once |
+//! | client | `offer`     | `sdp`                  | first offer: the client's tracks; later offers: ICE restart (see below) |
 //! | client | `answer`    | `sdp`                  | answer to the server's last `offer` |
-//! | client | `candidate` | `candidate`            | trickle ICE; accepted (the server is ICE-lite) |
+//! | client | `candidate` | `candidate`            | trickle ICE; accepted and ignored (the server is ICE-lite), so offers carry their candidates |
+//! | client | `resume`    |                        | instead of a first offer: attach this socket to the participant's session whose socket dropped |
+//! | client | `ping`      |                        | liveness check; answered with `pong` |
 //! | client | `leave`     |                        | ends the session |
 //! | server | `joined`    | `participant_id`, `room_id`, `role` | after the upgrade |
-//! | server | `answer`    | `sdp`                  | answer to the client's first offer |
+//! | server | `answer`    | `sdp`                  | answer to a client `offer` |
+//! | server | `resumed`   |                        | `resume` succeeded; the session and its peer connection are kept |
+//! | server | `pong`      |                        | reply to `ping` |
 //! | server | `offer`     | `sdp`                  | the room's tracks changed; answer it |
 //! | server | `room`      | `participants` [{`participant_id`, `resident`}], `tracks` [{`track_id`, `participant_id`, `kind`}] | who is connected and what they publish, after every change |
 //! | server | `active_speaker` | `participant_id` | the loudest participant changed (RFC 6464 audio levels) |
@@ -20,8 +24,25 @@
 //! | server | `error`     | `message`              | a message was invalid; the socket stays open |
 //!
 //! Messages over 256 KiB close the socket with code 1009 (message too big).
+//!
+//! **ICE restart.** The client restarts ICE on the same peer connection by
+//! sending a later `offer` with new `a=ice-ufrag`/`a=ice-pwd`
+//! (`createOffer({iceRestart: true})`), once its signalling state is
+//! `stable`. The server answers with `answer`; the participant, its tracks
+//! and its session record stay the same. The server wins glare: an offer
+//! that arrives while a server `offer` waits for its answer is not applied,
+//! and the server replies with an `error`. The client then rolls its offer
+//! back, answers the server's offer and offers again.
+//!
+//! **Resume.** When the socket closes without `leave`, the session keeps its
+//! media for [`RESUME_GRACE`] and then ends. A new socket with the same
+//! token sends `resume` in place of a first offer; the server replies
+//! `resumed` (and repeats its offer if one was waiting for an answer), or
+//! `error` when there is no session to resume, and then the client joins
+//! again with a first `offer`. A `resume` also takes a session over from a
+//! socket that has not closed yet.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
@@ -30,7 +51,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 use vpr_control::{JoinClaims, Role};
-use vpr_sfu::{Direction, PeerSignal, SessionRequest};
+use vpr_sfu::{Direction, OfferReply, PeerSignal, SessionRequest};
 
 use crate::error::SignalError;
 use crate::state::SignalState;
@@ -39,6 +60,9 @@ use crate::state::SignalState;
 pub const PROTOCOL_VERSION: u32 = 1;
 /// Largest accepted message, in bytes.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+/// How long a session whose socket closed without `leave` waits for a
+/// `resume` before it ends.
+pub const RESUME_GRACE: Duration = Duration::from_secs(15);
 
 /// Query of the upgrade request.
 #[derive(Debug, Deserialize)]
@@ -57,6 +81,8 @@ enum ClientMessage {
         #[allow(dead_code)]
         candidate: serde_json::Value,
     },
+    Resume,
+    Ping,
     Leave,
 }
 
@@ -67,6 +93,8 @@ enum ServerMessage<'a> {
     Joined { participant_id: &'a str, room_id: &'a str, role: &'a str },
     Answer { sdp: &'a str },
     Offer { sdp: &'a str },
+    Resumed,
+    Pong,
     Room { participants: Vec<serde_json::Value>, tracks: Vec<serde_json::Value> },
     Quality { bitrate_kbps: f64, packet_loss: f64, rtt_ms: f64 },
     ActiveSpeaker { participant_id: &'a str },
@@ -104,6 +132,7 @@ async fn run(state: SignalState, claims: JoinClaims, mut socket: WebSocket) {
     let (signal_sender, mut signals) = mpsc::unbounded_channel();
     let mut signal_sender = Some(signal_sender);
     let mut session_id: Option<String> = None;
+    let mut left = false;
 
     loop {
         tokio::select! {
@@ -120,8 +149,22 @@ async fn run(state: SignalState, claims: JoinClaims, mut socket: WebSocket) {
                 };
                 match parse(&text) {
                     Ok(ClientMessage::Offer { sdp }) => {
-                        if session_id.is_some() {
-                            let _ = send(&mut socket, &ServerMessage::Error { message: "session already started; answer the server's offers instead" }).await;
+                        if let Some(id) = &session_id {
+                            let reply = match state.media.apply_offer(id, sdp).await {
+                                Ok(OfferReply::Answer(answer)) => send(&mut socket, &ServerMessage::Answer { sdp: &answer }).await,
+                                Ok(OfferReply::Glare) => {
+                                    let message = "offer not applied: the server's offer is waiting for an answer; roll back, answer it, then offer again";
+                                    send(&mut socket, &ServerMessage::Error { message }).await
+                                }
+                                Err(err) => {
+                                    warn!(room_id = %room_id, participant_id = %participant_id, error = %err, "client offer rejected");
+                                    let message = format!("offer rejected: {err}");
+                                    send(&mut socket, &ServerMessage::Error { message: &message }).await
+                                }
+                            };
+                            if reply.is_err() {
+                                break;
+                            }
                             continue;
                         }
                         let request = SessionRequest {
@@ -158,7 +201,39 @@ async fn run(state: SignalState, claims: JoinClaims, mut socket: WebSocket) {
                         }
                     }
                     Ok(ClientMessage::Candidate { .. }) => {}
-                    Ok(ClientMessage::Leave) => break,
+                    Ok(ClientMessage::Resume) => {
+                        if session_id.is_some() {
+                            let _ = send(&mut socket, &ServerMessage::Error { message: "session already started on this socket" }).await;
+                            continue;
+                        }
+                        let Some(sender) = signal_sender.take() else { continue };
+                        match state.media.resume_session(&room_id, &participant_id, sender).await {
+                            Ok(id) => {
+                                info!(room_id = %room_id, participant_id = %participant_id, session_id = %id, "websocket resumed a session");
+                                session_id = Some(id);
+                                if send(&mut socket, &ServerMessage::Resumed).await.is_err() {
+                                    break;
+                                }
+                            }
+                            Err(err) => {
+                                // A fresh channel, so that a first offer can still start a session.
+                                let (sender, receiver) = mpsc::unbounded_channel();
+                                signal_sender = Some(sender);
+                                signals = receiver;
+                                let message = format!("nothing to resume ({err}); send an offer to join again");
+                                let _ = send(&mut socket, &ServerMessage::Error { message: &message }).await;
+                            }
+                        }
+                    }
+                    Ok(ClientMessage::Ping) => {
+                        if send(&mut socket, &ServerMessage::Pong).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(ClientMessage::Leave) => {
+                        left = true;
+                        break;
+                    }
                     Err(problem) => {
                         let _ = send(&mut socket, &ServerMessage::Error { message: &problem }).await;
                     }
@@ -201,15 +276,26 @@ async fn run(state: SignalState, claims: JoinClaims, mut socket: WebSocket) {
                         break;
                     }
                     // Only after the session took the sender: the media worker
-                    // dropped it, so the session is gone.
-                    None => break,
+                    // dropped it because the session is gone, or a `resume`
+                    // on another socket took the session over.
+                    None => {
+                        session_id = None;
+                        break;
+                    }
                 }
             }
         }
     }
 
     if let Some(id) = session_id {
-        let _ = state.media.end_session(&id, "client left").await;
+        if left {
+            let _ = state.media.end_session(&id, "client left").await;
+        } else {
+            // Dropped first, so that the worker sees this channel closed and
+            // detaches the session only if no other socket resumed it.
+            drop(signals);
+            state.media.detach_session(&id, RESUME_GRACE);
+        }
     }
     info!(room_id = %room_id, participant_id = %participant_id, "websocket closed");
 }
@@ -225,7 +311,7 @@ fn parse(text: &str) -> Result<ClientMessage, String> {
     let kind = value.get("type").and_then(|t| t.as_str()).unwrap_or("").to_owned();
     serde_json::from_value(value).map_err(|err| match kind.as_str() {
         "" => "missing field type".to_owned(),
-        "offer" | "answer" | "candidate" | "leave" => format!("invalid {kind} message: {err}"),
+        "offer" | "answer" | "candidate" | "resume" | "ping" | "leave" => format!("invalid {kind} message: {err}"),
         other => format!("unknown message type {other:?}"),
     })
 }
@@ -248,5 +334,7 @@ mod tests {
         assert_eq!(parse(r#"{"v":1,"type":"dance"}"#).unwrap_err(), "unknown message type \"dance\"");
         assert!(parse(r#"{"v":1,"type":"offer"}"#).unwrap_err().starts_with("invalid offer message"));
         assert!(matches!(parse(r#"{"v":1,"type":"leave"}"#), Ok(ClientMessage::Leave)));
+        assert!(matches!(parse(r#"{"v":1,"type":"resume"}"#), Ok(ClientMessage::Resume)));
+        assert!(matches!(parse(r#"{"v":1,"type":"ping"}"#), Ok(ClientMessage::Ping)));
     }
 }

@@ -2,6 +2,9 @@
 // role (resident, officer, observer), joins the room over the WebSocket join
 // (`/ws`, protocol in crates/vpr-signal/src/ws.rs) with one peer connection,
 // and creates an SDP answer to every renegotiation offer of the server.
+// When the connection drops, it restarts ICE on the same peer connection
+// (resuming the session on a new WebSocket if the old one is gone) and
+// joins again from scratch only if that fails.
 //
 // The token is never logged. Its claims are decoded here without checking
 // the signature: the server checks it when the WebSocket opens.
@@ -19,8 +22,19 @@
   const MAX_RECONNECT_ATTEMPTS = 12;
   /** Attempts after which a call that never joined shows an error. */
   const MAX_FIRST_JOIN_ATTEMPTS = 3;
-  /** How long ICE may stay `disconnected` before the page rejoins. */
-  const DISCONNECTED_GRACE_MS = 5000;
+  /** Maximum time an ICE restart may take before the page rejoins from scratch. */
+  const RECOVERY_TIMEOUT_MS = 15000;
+  /** Interval of the inbound-media check and of liveness pings while recovering. */
+  const MONITOR_INTERVAL_MS = 1000;
+  /**
+   * Time without received bytes after which a live call counts as stalled.
+   * Chromium can take longer than this to report ICE `disconnected`.
+   */
+  const STALL_MS = 2500;
+  /** Time without a `pong` after which the WebSocket counts as dead. */
+  const PONG_TIMEOUT_MS = 3000;
+  /** Maximum number of warnings kept for `vprJoinStats()`. */
+  const MAX_WARNINGS = 20;
   /** JPEG quality of saved snapshots. */
   const SNAPSHOT_QUALITY = 0.9;
   /** Hex digits of the SHA-256 shown after a snapshot is saved. */
@@ -31,6 +45,14 @@
 
   const STRINGS = window.VPR_STRINGS;
   const $ = (id) => document.getElementById(id);
+
+  /** Logs a warning and keeps it for `vprJoinStats()`. Never pass the token. */
+  function warn(...parts) {
+    console.warn(...parts);
+    const text = parts.map((part) => (part instanceof Error ? `${part.name}: ${part.message}` : String(part))).join(" ");
+    call.warnings.push(text);
+    if (call.warnings.length > MAX_WARNINGS) call.warnings.shift();
+  }
 
   const token = new URLSearchParams(location.search).get("token") || "";
   const claims = decodeClaims(token);
@@ -63,9 +85,30 @@
     problem: null,
     reconnectAttempts: 0,
     reconnectTimer: null,
-    disconnectedTimer: null,
+    /**
+     * Recovery in progress, or null: why it started, when it gives up, when
+     * the last ping or resume went out, when the socket answered, whether a
+     * resume is pending and whether the restart offer went out.
+     */
+    recovery: null,
+    /** An ICE restart offer is wanted once the signalling state is stable. */
+    restartWanted: false,
+    /** ICE restart offers sent so far. */
+    iceRestarts: 0,
+    /** Received bytes and when they last grew, for the stall check. */
+    bytesReceived: 0,
+    bytesGrewAt: 0,
+    monitorTimer: null,
+    /** Participant id of this page's participant, from `joined`. */
+    participantId: null,
+    /** Participant id of the resident, from `room`. */
+    residentId: null,
+    /** Participant id of the loudest participant, from `active_speaker`. */
+    activeSpeaker: null,
+    /** Recent warnings, for tests and support. */
+    warnings: [],
     wakeLock: null,
-    /** Remote tracks by receiver track id: `{ element, transceiver }`. */
+    /** Remote tracks by receiver track id: `{ element, transceiver, participantId }`. */
     remote: new Map(),
   };
 
@@ -157,6 +200,7 @@
     renderState();
     renderControls();
     renderWaiting();
+    renderSpeaker();
     renderEnded();
     renderProblem();
   }
@@ -220,6 +264,22 @@
     waiting.hidden = hasVideo;
     const keys = { resident: "waitingOfficer", officer: "waitingResident", observer: "waitingVideo" };
     waiting.textContent = t(keys[role]);
+  }
+
+  /** Marks the active speaker's video and names them in the speaker line. */
+  function renderSpeaker() {
+    const speaker = call.activeSpeaker;
+    for (const { element, participantId } of call.remote.values()) {
+      if (element.tagName === "VIDEO") element.classList.toggle("speaking", speaker !== null && participantId === speaker);
+    }
+    const line = $("speaker");
+    let key = null;
+    if (speaker && speaker === call.participantId) key = "speakerYou";
+    else if (speaker && speaker === call.residentId) key = "speakerResident";
+    else if (speaker) key = "speakerOther";
+    line.hidden = key === null;
+    line.dataset.participant = speaker || "";
+    line.textContent = key ? t(key) : "";
   }
 
   function renderEnded() {
@@ -304,7 +364,7 @@
     const track = stream ? stream.getVideoTracks()[0] : null;
     setVideoTrack(track);
     if (track && !track.getSettings().facingMode) call.facing = facing;
-    if (call.videoSender) await call.videoSender.replaceTrack(track).catch((error) => console.warn("replacing the video track failed:", error.name));
+    if (call.videoSender) await call.videoSender.replaceTrack(track).catch((error) => warn("replacing the video track failed:", error.name));
     renderControls();
   }
 
@@ -317,13 +377,16 @@
   // ---- Snapshots ----------------------------------------------------------
 
   /**
-   * Returns the first remote video with a decoded frame, or null.
-   * NOTE: with a second officer in the call, this is the resident's video only
-   * when the resident's track was added first.
+   * Returns the resident's remote video entry if it has a decoded frame, or
+   * null. The `room` message names the resident, and each remote track's
+   * stream id is its publisher's participant id.
    */
-  function decodedRemoteVideo() {
-    for (const { element } of call.remote.values()) {
-      if (element.tagName === "VIDEO" && element.videoWidth > 0 && element.readyState >= 2) return element;
+  function decodedResidentVideo() {
+    if (!call.residentId) return null;
+    for (const entry of call.remote.values()) {
+      const { element, participantId } = entry;
+      if (element.tagName !== "VIDEO" || participantId !== call.residentId) continue;
+      if (element.videoWidth > 0 && element.readyState >= 2) return entry;
     }
     return null;
   }
@@ -346,16 +409,16 @@
   /** Saves the resident's current video frame to the session record. */
   async function saveSnapshot() {
     if (call.savingSnapshot) return;
-    const video = decodedRemoteVideo();
-    if (!video) {
-      call.lastSnapshot = { ok: false, detail: "no video" };
+    const resident = decodedResidentVideo();
+    if (!resident) {
+      call.lastSnapshot = { ok: false, detail: "no resident video" };
       announce(t("snapshotNoVideo"));
       return;
     }
     call.savingSnapshot = true;
     renderControls();
     try {
-      const blob = await encodeFrame(video);
+      const blob = await encodeFrame(resident.element);
       const response = await fetch("/snapshots", {
         method: "POST",
         headers: { Authorization: `Bearer ${token}`, "Content-Type": "image/jpeg" },
@@ -368,11 +431,12 @@
         snapshotId: reply.snapshot_id,
         sha256: reply.sha256,
         sizeBytes: reply.size_bytes,
+        participantId: resident.participantId,
       };
       announce(t("snapshotSaved", { hash: String(reply.sha256).slice(0, SHORT_HASH_DIGITS) }));
     } catch (error) {
       const detail = error.message || error.name || "error";
-      console.warn("saving the snapshot failed:", detail);
+      warn("saving the snapshot failed:", detail);
       call.lastSnapshot = { ok: false, detail };
       announce(t("snapshotFailed", { detail }));
     } finally {
@@ -425,6 +489,7 @@
     call.pc = pc;
     call.connections += 1;
     call.videoSender = null;
+    call.restartWanted = false;
     // Send-receive, because the server reuses these sections for the first
     // remote audio and video before it adds new ones.
     if (call.audioTrack) pc.addTransceiver(call.audioTrack, { direction: "sendrecv" });
@@ -434,17 +499,7 @@
     pc.addEventListener("track", (event) => addRemoteTrack(pc, event.transceiver));
     pc.addEventListener("connectionstatechange", () => onConnectionState(pc));
 
-    const ws = new WebSocket(webSocketUrl());
-    call.ws = ws;
-    let pending = Promise.resolve();
-    ws.addEventListener("message", (event) => {
-      pending = pending
-        .then(() => onMessage(ws, pc, event.data))
-        .catch((error) => console.warn("handling a server message failed:", error));
-    });
-    ws.addEventListener("close", () => {
-      if (call.ws === ws) onTransportLost();
-    });
+    const ws = openSocket(pc);
     const opened = new Promise((resolve, reject) => {
       ws.addEventListener("open", resolve, { once: true });
       ws.addEventListener("close", () => reject(new Error("WebSocket closed")), { once: true });
@@ -458,16 +513,59 @@
       return; // The close listener takes over.
     }
     if (call.ws === ws) send(ws, { type: "offer", sdp: pc.localDescription.sdp });
+    startMonitor();
+  }
+
+  /**
+   * Opens the WebSocket for `pc` and makes it the current one. Server
+   * messages are handled one at a time, in order.
+   */
+  function openSocket(pc) {
+    const ws = new WebSocket(webSocketUrl());
+    call.ws = ws;
+    let pending = Promise.resolve();
+    ws.addEventListener("message", (event) => {
+      pending = pending
+        .then(() => onMessage(ws, pc, event.data))
+        .catch((error) => warn("handling a server message failed:", error));
+    });
+    ws.addEventListener("close", () => {
+      if (call.ws !== ws) return;
+      // During an ICE restart the monitor opens a new socket and resumes
+      // the session, once a second while the network is down.
+      if (call.recovery && call.pc === pc) call.ws = null;
+      else onTransportLost();
+    });
+    return ws;
   }
 
   async function onMessage(ws, pc, data) {
-    if (call.ws !== ws) return;
+    if (call.ws !== ws || call.pc !== pc) return;
     const message = JSON.parse(data);
     switch (message.type) {
       case "joined":
         call.joinedOnce = true;
+        call.participantId = message.participant_id;
+        break;
+      case "resumed":
+        if (call.recovery) {
+          call.recovery.resuming = false;
+          call.recovery.pongAt = Date.now();
+          await restartIce(ws, pc);
+        }
+        break;
+      case "pong":
+        if (call.recovery && !call.recovery.resuming && !call.recovery.pongAt) {
+          call.recovery.pongAt = Date.now();
+          await restartIce(ws, pc);
+        }
         break;
       case "answer":
+        // The answer to the first offer or to an ICE restart offer.
+        if (pc.signalingState !== "have-local-offer") {
+          warn("ignored an answer in signalling state", pc.signalingState);
+          break;
+        }
         await pc.setRemoteDescription({ type: "answer", sdp: message.sdp });
         syncRemoteTracks(pc);
         break;
@@ -478,15 +576,32 @@
         try {
           await withTimeout(answerOffer(ws, pc, message.sdp), RENEGOTIATION_TIMEOUT_MS);
         } catch (error) {
-          console.warn("answering the server's offer failed; rejoining:", error);
+          warn("answering the server's offer failed; rejoining:", error);
           if (call.ws === ws) onTransportLost();
+          break;
         }
+        if (call.restartWanted) await restartIce(ws, pc);
+        break;
+      case "room":
+        call.residentId = (message.participants || []).find((p) => p.resident)?.participant_id ?? null;
+        renderSpeaker();
+        break;
+      case "active_speaker":
+        call.activeSpeaker = message.participant_id || null;
+        renderSpeaker();
+        break;
+      case "quality":
         break;
       case "ended":
         endCall(endedKey(message.reason), message.reason);
         break;
       case "error":
-        console.warn("the server reported an error:", message.message);
+        warn("the server reported an error:", message.message);
+        if (call.recovery && /nothing to resume/.test(String(message.message))) {
+          // The session is gone: join again with a new peer connection.
+          onTransportLost();
+          break;
+        }
         // Before the first answer the server closes the socket after an
         // error (room full, participant removed), so retrying cannot help.
         if (!pc.remoteDescription) {
@@ -497,11 +612,17 @@
         }
         break;
       default:
-        console.warn("ignored a server message of type", message.type);
+        warn("ignored a server message of type", message.type);
     }
   }
 
   async function answerOffer(ws, pc, sdp) {
+    if (pc.signalingState === "have-local-offer") {
+      // Glare: the server keeps its offer, so this page rolls its own back
+      // and sends it again once this offer is answered.
+      await pc.setLocalDescription({ type: "rollback" });
+      call.restartWanted = true;
+    }
     await pc.setRemoteDescription({ type: "offer", sdp });
     await pc.setLocalDescription();
     send(ws, { type: "answer", sdp: pc.localDescription.sdp });
@@ -527,26 +648,128 @@
 
   function onConnectionState(pc) {
     if (pc !== call.pc) return;
-    clearTimeout(call.disconnectedTimer);
     switch (pc.connectionState) {
       case "connected":
+        // Also after ICE recovered by itself before the restart.
         call.reconnectAttempts = 0;
-        setState("live");
+        if (call.recovery) finishRecovery();
+        else setState("live");
         keepScreenOn();
         break;
       case "disconnected":
-        // ICE often recovers by itself after a short loss.
-        setState("reconnecting");
-        call.disconnectedTimer = setTimeout(() => {
-          if (call.pc === pc && pc.connectionState !== "connected") onTransportLost();
-        }, DISCONNECTED_GRACE_MS);
-        break;
       case "failed":
-        onTransportLost();
+        startRecovery(`ICE ${pc.connectionState}`);
         break;
       default:
         break;
     }
+  }
+
+  // ---- ICE restart --------------------------------------------------------
+
+  /** Checks every second whether media still arrives and drives a recovery. */
+  function startMonitor() {
+    clearInterval(call.monitorTimer);
+    call.bytesReceived = 0;
+    call.bytesGrewAt = Date.now();
+    call.monitorTimer = setInterval(monitorTick, MONITOR_INTERVAL_MS);
+  }
+
+  async function monitorTick() {
+    const { pc, ws } = call;
+    if (!pc || call.ended) return;
+    const now = Date.now();
+    let bytes = 0;
+    try {
+      for (const entry of (await pc.getStats()).values()) {
+        if (entry.type === "transport") bytes += entry.bytesReceived || 0;
+      }
+    } catch {
+      return;
+    }
+    if (pc !== call.pc) return;
+    const grew = bytes > call.bytesReceived;
+    if (grew) {
+      call.bytesReceived = bytes;
+      call.bytesGrewAt = now;
+    }
+
+    const recovery = call.recovery;
+    if (!recovery) {
+      // NOTE: a call whose every remote track is muted by the dispatcher
+      // still receives RTCP, but a call with nothing to receive can stall
+      // here and restart ICE without need. That restart is harmless.
+      const hasRemote = call.remote.size > 0;
+      if (call.state === "live" && hasRemote && now - call.bytesGrewAt > STALL_MS) startRecovery("media stalled");
+      return;
+    }
+    if (recovery.restartSent && grew && pc.connectionState === "connected") {
+      finishRecovery();
+      return;
+    }
+    if (now > recovery.deadline) {
+      warn("the ICE restart did not recover the call; rejoining");
+      onTransportLost();
+      return;
+    }
+    if (recovery.pongAt) return;
+    if (!ws || now - recovery.pingSentAt > PONG_TIMEOUT_MS) {
+      // The socket is gone or silent: replace it and resume the session.
+      warn("no reply on the WebSocket; opening a new one");
+      resumeSocket(pc);
+    } else if (!recovery.resuming && ws.readyState === WebSocket.OPEN) {
+      send(ws, { type: "ping" });
+    }
+  }
+
+  /**
+   * Starts recovering a lost connection: checks the WebSocket with a ping
+   * (replacing it if it stays silent), then restarts ICE over it.
+   */
+  function startRecovery(reason) {
+    if (call.ended || call.recovery || !call.pc) return;
+    warn("connection lost:", reason, "; restarting ICE");
+    const now = Date.now();
+    call.recovery = { reason, deadline: now + RECOVERY_TIMEOUT_MS, pingSentAt: now, pongAt: 0, resuming: false, restartSent: false };
+    setState("reconnecting");
+    if (call.ws && call.ws.readyState === WebSocket.OPEN) send(call.ws, { type: "ping" });
+    else resumeSocket(call.pc);
+  }
+
+  function finishRecovery() {
+    call.recovery = null;
+    call.bytesGrewAt = Date.now();
+    setState("live");
+  }
+
+  /** Replaces the current WebSocket with a new one that resumes the session. */
+  function resumeSocket(pc) {
+    const old = call.ws;
+    if (old) {
+      call.ws = null;
+      old.close(1000);
+    }
+    if (!call.recovery) return;
+    call.recovery.pingSentAt = Date.now();
+    call.recovery.resuming = true;
+    const ws = openSocket(pc);
+    ws.addEventListener("open", () => send(ws, { type: "resume" }), { once: true });
+  }
+
+  /** Sends an ICE restart offer once the signalling state allows one. */
+  async function restartIce(ws, pc) {
+    if (call.ws !== ws || call.pc !== pc) return;
+    if (pc.signalingState !== "stable") {
+      call.restartWanted = true;
+      return;
+    }
+    call.restartWanted = false;
+    await pc.setLocalDescription(await pc.createOffer({ iceRestart: true }));
+    await gatheringComplete(pc);
+    if (call.ws !== ws || pc.signalingState !== "have-local-offer") return;
+    send(ws, { type: "offer", sdp: pc.localDescription.sdp });
+    call.iceRestarts += 1;
+    if (call.recovery) call.recovery.restartSent = true;
   }
 
   /** Rejoins with a new WebSocket and peer connection after a loss. */
@@ -572,7 +795,9 @@
 
   function teardown() {
     clearTimeout(call.reconnectTimer);
-    clearTimeout(call.disconnectedTimer);
+    clearInterval(call.monitorTimer);
+    call.recovery = null;
+    call.restartWanted = false;
     const { ws, pc } = call;
     call.ws = null;
     call.pc = null;
@@ -626,18 +851,47 @@
       }
     });
     track.addEventListener("ended", () => removeRemote(track.id));
-    call.remote.set(track.id, { element, transceiver });
+    const participantId = publishersByMid(pc).get(transceiver.mid) ?? null;
+    element.dataset.participant = participantId || "";
+    call.remote.set(track.id, { element, transceiver, participantId });
     renderWaiting();
+    renderSpeaker();
   }
 
-  /** Drops remote tracks whose section the last negotiation made inactive. */
+  /**
+   * Maps each mid of the remote description to the stream id of its
+   * `a=msid` line, which the server sets to the publisher's participant id.
+   */
+  function publishersByMid(pc) {
+    const publishers = new Map();
+    const sdp = pc.remoteDescription ? pc.remoteDescription.sdp : "";
+    for (const section of sdp.split(/\r?\nm=/).slice(1)) {
+      const mid = /^a=mid:(\S+)/m.exec(section);
+      const msid = /^a=msid:(\S+)/m.exec(section);
+      if (mid && msid && msid[1] !== "-") publishers.set(mid[1], msid[1]);
+    }
+    return publishers;
+  }
+
+  /**
+   * Drops remote tracks whose section the last negotiation made inactive,
+   * and updates which participant each remaining one comes from, because
+   * the server may reuse a section for another publisher.
+   */
   function syncRemoteTracks(pc) {
     if (pc !== call.pc) return;
-    for (const [id, { transceiver }] of call.remote) {
-      const direction = transceiver.currentDirection;
-      if (direction === "inactive" || direction === "sendonly" || direction === "stopped") removeRemote(id);
+    const publishers = publishersByMid(pc);
+    for (const [id, entry] of call.remote) {
+      const direction = entry.transceiver.currentDirection;
+      if (direction === "inactive" || direction === "sendonly" || direction === "stopped") {
+        removeRemote(id);
+        continue;
+      }
+      entry.participantId = publishers.get(entry.transceiver.mid) ?? entry.participantId;
+      entry.element.dataset.participant = entry.participantId || "";
     }
     renderWaiting();
+    renderSpeaker();
   }
 
   function removeRemote(id) {
@@ -685,6 +939,14 @@
       connectionState: call.pc ? call.pc.connectionState : "closed",
       remoteVideos: [...call.remote.values()].filter((e) => e.element.tagName === "VIDEO").length,
       remoteAudios: [...call.remote.values()].filter((e) => e.element.tagName === "AUDIO").length,
+      participantId: call.participantId,
+      residentId: call.residentId,
+      activeSpeaker: call.activeSpeaker,
+      remoteVideoParticipants: [...call.remote.values()]
+        .filter((e) => e.element.tagName === "VIDEO")
+        .map((e) => e.participantId),
+      iceRestarts: call.iceRestarts,
+      warnings: [...call.warnings],
       inboundVideo: { framesDecoded: 0, bytesReceived: 0 },
       inboundAudio: { bytesReceived: 0 },
       outboundVideo: { framesEncoded: 0, bytesSent: 0 },

@@ -9,6 +9,7 @@ mod error;
 mod peer;
 mod publisher;
 mod signaling;
+pub mod simulcast;
 mod subscriber;
 pub mod vp8;
 
@@ -21,7 +22,10 @@ pub use publisher::{
     prepare_publish_offer, PublishOffer, PublisherMedia, PublisherStats, WhipPublisher,
 };
 pub use signaling::{delete_session, post_offer, SignaledSession, SDP_CONTENT_TYPE};
-pub use subscriber::{AudioReceiveStats, SubscriberStats, VideoReceiveStats, WhepSubscriber};
+pub use subscriber::{
+    AudioReceiveStats, FrameLog, FrameRecord, Freeze, SubscriberStats, VideoReceiveStats,
+    WhepSubscriber, FREEZE_THRESHOLD,
+};
 
 /// Calls `read` every 10 ms until `done` holds for its result or `timeout`
 /// passes. Returns the last result and whether `done` held.

@@ -1,6 +1,11 @@
 //! WHEP subscriber: receives a room's audio and video like an officer's
 //! browser would, and measures what arrives without decoding it.
+//!
+//! Besides counters it keeps a [`FrameLog`] of the last complete video frames
+//! (arrival, size, keyframe, simulcast layer) for bitrate, layer and freeze
+//! checks.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,7 +20,7 @@ use webrtc::peer_connection::{PeerConnection, RTCSessionDescription};
 use super::error::ClientError;
 use super::peer::{build_loopback_peer, create_complete_offer, PeerEvents};
 use super::signaling::{delete_session, post_offer};
-use super::vp8::{SequenceTracker, Vp8FrameAssembler};
+use super::vp8::{CompleteFrame, SequenceTracker, Vp8FrameAssembler};
 
 /// How long the subscriber waits for ICE gathering.
 const GATHERING_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,6 +50,160 @@ pub struct VideoReceiveStats {
     pub incomplete_frames: u64,
     /// Packets whose VP8 payload descriptor could not be parsed.
     pub malformed_packets: u64,
+    /// The last complete frames, oldest first.
+    pub frame_log: FrameLog,
+}
+
+/// Gap between complete frames above which the video counts as frozen.
+pub const FREEZE_THRESHOLD: Duration = Duration::from_millis(500);
+
+/// One complete video frame as it arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameRecord {
+    /// When the frame's last packet arrived.
+    pub arrived_at: Instant,
+    /// Size of the VP8 frame in bytes, payload descriptors excluded.
+    pub bytes: usize,
+    /// Whether the frame is a keyframe.
+    pub keyframe: bool,
+    /// Simulcast layer index from the frame's `VPRL` marker (0 is the
+    /// lowest); `None` for frames without the marker, such as the test clip.
+    pub layer: Option<u8>,
+    /// Frame number within the layer from the marker.
+    pub frame_number: Option<u32>,
+}
+
+impl FrameRecord {
+    /// Builds the record of `frame`, arrived at `arrived_at`.
+    pub fn new(frame: &CompleteFrame, arrived_at: Instant) -> Self {
+        Self {
+            arrived_at,
+            bytes: frame.bytes,
+            keyframe: frame.keyframe,
+            layer: frame.marker.map(|marker| marker.layer),
+            frame_number: frame.marker.map(|marker| marker.frame_number),
+        }
+    }
+}
+
+/// A period without complete frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freeze {
+    /// Arrival of the last frame before the gap, or the start of the range.
+    pub from: Instant,
+    /// Length of the gap.
+    pub duration: Duration,
+}
+
+/// The last [`FrameLog::CAPACITY`] complete frames, oldest first.
+///
+/// Snapshots share the records: cloning the log is O(1), and a push copies
+/// them only while a snapshot taken before it is still alive.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FrameLog {
+    records: Arc<VecDeque<FrameRecord>>,
+    evicted: u64,
+}
+
+impl FrameLog {
+    /// Number of frames kept: 5 minutes at 30 fps. Older ones are evicted.
+    pub const CAPACITY: usize = 9_000;
+
+    /// Appends a record, evicting the oldest one when full.
+    pub fn push(&mut self, record: FrameRecord) {
+        let records = Arc::make_mut(&mut self.records);
+        if records.len() == Self::CAPACITY {
+            records.pop_front();
+            self.evicted += 1;
+        }
+        records.push_back(record);
+    }
+
+    /// Iterates over the records kept, oldest first.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &FrameRecord> + '_ {
+        self.records.iter()
+    }
+
+    /// Number of records kept.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Returns whether no frame has been recorded.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Returns how many records were dropped to keep the log at [`Self::CAPACITY`].
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// Returns the most recent frame.
+    pub fn last(&self) -> Option<&FrameRecord> {
+        self.records.back()
+    }
+
+    /// Returns the simulcast layer of the most recent frame, or `None`
+    /// before the first frame or when it has no marker.
+    pub fn latest_layer(&self) -> Option<u8> {
+        self.last().and_then(|record| record.layer)
+    }
+
+    /// Iterates over the frames that arrived in `[from, to)`.
+    pub fn in_range(&self, from: Instant, to: Instant) -> impl Iterator<Item = &FrameRecord> + '_ {
+        self.records
+            .iter()
+            .filter(move |record| record.arrived_at >= from && record.arrived_at < to)
+    }
+
+    /// Computes the received VP8 bitrate in bits per second over `[from, to)`: the bytes
+    /// of the frames that arrived in it over its length. Returns 0 for an
+    /// empty range.
+    pub fn bitrate_bps(&self, from: Instant, to: Instant) -> f64 {
+        let seconds = to.saturating_duration_since(from).as_secs_f64();
+        if seconds == 0.0 {
+            return 0.0;
+        }
+        let bytes: usize = self.in_range(from, to).map(|record| record.bytes).sum();
+        bytes as f64 * 8.0 / seconds
+    }
+
+    /// Returns the maximum time in `[from, to]` without a complete frame. The range
+    /// edges count as frame boundaries, so a range with no frame returns its
+    /// whole length and a stall at its end is included.
+    pub fn max_gap(&self, from: Instant, to: Instant) -> Duration {
+        self.gaps(from, to)
+            .map(|freeze| freeze.duration)
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// Lists the gaps in `[from, to]` longer than [`FREEZE_THRESHOLD`], measured as in
+    /// [`Self::max_gap`].
+    pub fn freezes(&self, from: Instant, to: Instant) -> Vec<Freeze> {
+        self.gaps(from, to)
+            .filter(|freeze| freeze.duration > FREEZE_THRESHOLD)
+            .collect()
+    }
+
+    fn gaps(&self, from: Instant, to: Instant) -> impl Iterator<Item = Freeze> + '_ {
+        let arrivals = self
+            .records
+            .iter()
+            .map(|record| record.arrived_at)
+            .filter(move |&at| at >= from && at <= to);
+        let boundaries = std::iter::once(from)
+            .chain(arrivals)
+            .chain(std::iter::once(to));
+        boundaries
+            .clone()
+            .zip(boundaries.skip(1))
+            .map(|(start, end)| Freeze {
+                from: start,
+                duration: end.saturating_duration_since(start),
+            })
+    }
 }
 
 /// Counters of the received audio.
@@ -248,12 +407,21 @@ async fn read_video(track: Arc<dyn TrackRemote>, state: Arc<Mutex<ReceiveState>>
         let incomplete_before = receiver.assembler.incomplete_frames();
         let malformed_before = receiver.assembler.malformed_packets();
         let skipped = receiver.sequence.record(header.sequence_number);
-        let frame = receiver.assembler.push(
-            header.sequence_number,
-            header.timestamp,
-            header.marker,
-            &packet.payload,
-        );
+        // A repeated or late sequence number is discarded, as a receiver's
+        // packet buffer does.
+        let repeated = receiver.sequence.late_or_duplicate() > late_before;
+        // Padding-only packets (bandwidth probes) carry no VP8 data.
+        let padding = packet.payload.is_empty();
+        let frame = if repeated || padding {
+            None
+        } else {
+            receiver.assembler.push(
+                header.sequence_number,
+                header.timestamp,
+                header.marker,
+                &packet.payload,
+            )
+        };
 
         let mut state = lock(&state);
         let video = &mut state.stats.video;
@@ -266,6 +434,7 @@ async fn read_video(track: Arc<dyn TrackRemote>, state: Arc<Mutex<ReceiveState>>
         video.incomplete_frames += receiver.assembler.incomplete_frames() - incomplete_before;
         video.malformed_packets += receiver.assembler.malformed_packets() - malformed_before;
         if let Some(frame) = frame {
+            video.frame_log.push(FrameRecord::new(&frame, now));
             video.frames += 1;
             if frame.keyframe {
                 video.keyframes += 1;
@@ -298,4 +467,80 @@ async fn read_audio(track: Arc<dyn TrackRemote>, state: Arc<Mutex<ReceiveState>>
         }
     }
     tracing::debug!("audio track ended");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(arrived_at: Instant, bytes: usize, layer: Option<u8>) -> FrameRecord {
+        FrameRecord {
+            arrived_at,
+            bytes,
+            keyframe: false,
+            layer,
+            frame_number: None,
+        }
+    }
+
+    #[test]
+    fn frame_log_bitrate_and_layer() {
+        let start = Instant::now();
+        let mut log = FrameLog::default();
+        for index in 0..10u32 {
+            let at = start + Duration::from_millis(100) * index;
+            log.push(record(at, 1_000, Some(1)));
+        }
+        log.push(record(start + Duration::from_millis(1_000), 500, Some(2)));
+
+        let bitrate = log.bitrate_bps(start, start + Duration::from_secs(1));
+        assert_eq!(bitrate, 80_000.0);
+        assert_eq!(log.latest_layer(), Some(2));
+        assert_eq!(log.len(), 11);
+        assert_eq!(log.bitrate_bps(start, start), 0.0);
+    }
+
+    #[test]
+    fn frame_log_gaps_and_freezes() {
+        let start = Instant::now();
+        let mut log = FrameLog::default();
+        for millis in [0, 100, 200, 900, 1_000] {
+            log.push(record(start + Duration::from_millis(millis), 100, None));
+        }
+
+        let end = start + Duration::from_millis(1_100);
+        assert_eq!(log.max_gap(start, end), Duration::from_millis(700));
+        let freezes = log.freezes(start, end);
+        assert_eq!(freezes.len(), 1);
+        assert_eq!(freezes[0].from, start + Duration::from_millis(200));
+        assert_eq!(freezes[0].duration, Duration::from_millis(700));
+
+        // A stall at the end of the range counts.
+        let late_end = start + Duration::from_millis(2_000);
+        assert_eq!(log.max_gap(start, late_end), Duration::from_millis(1_000));
+        // A range without frames is one gap.
+        let empty_from = start + Duration::from_millis(300);
+        let empty_to = start + Duration::from_millis(800);
+        assert_eq!(
+            log.max_gap(empty_from, empty_to),
+            Duration::from_millis(500)
+        );
+    }
+
+    #[test]
+    fn frame_log_is_capped() {
+        let start = Instant::now();
+        let mut log = FrameLog::default();
+        let snapshot = log.clone();
+        for index in 0..FrameLog::CAPACITY + 5 {
+            log.push(record(start + Duration::from_millis(index as u64), 1, None));
+        }
+        assert_eq!(log.len(), FrameLog::CAPACITY);
+        assert_eq!(log.evicted(), 5);
+        assert_eq!(
+            log.iter().next().unwrap().arrived_at,
+            start + Duration::from_millis(5)
+        );
+        assert!(snapshot.is_empty());
+    }
 }

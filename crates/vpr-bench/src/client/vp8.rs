@@ -6,6 +6,9 @@
 //! marker bit. Whether it is a keyframe comes from the P bit of the VP8 frame
 //! tag, the lowest bit of the first payload byte (0 means keyframe, RFC 6386
 //! section 9.1).
+//!
+//! Frames of the synthetic simulcast publisher carry a [`LayerMarker`] right
+//! after the VP8 frame header; the assembler reads it from the first packet.
 
 /// A VP8 payload descriptor, parsed as far as reassembly needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +67,46 @@ impl Vp8Descriptor {
     }
 }
 
+/// Marker the synthetic simulcast publisher writes into each VP8 frame,
+/// right after the frame header (10 bytes for a keyframe, 3 for a delta
+/// frame): the bytes "VPRL", the layer index and the big-endian frame number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerMarker {
+    /// Simulcast layer index, 0 for the lowest.
+    pub layer: u8,
+    /// Frame number within the layer, counting from 0.
+    pub frame_number: u32,
+}
+
+impl LayerMarker {
+    /// Magic bytes that open the marker.
+    pub const MAGIC: [u8; 4] = *b"VPRL";
+    /// Length of the marker in bytes.
+    pub const LEN: usize = 9;
+
+    /// Appends the marker to `frame`.
+    pub fn write(&self, frame: &mut Vec<u8>) {
+        frame.extend_from_slice(&Self::MAGIC);
+        frame.push(self.layer);
+        frame.extend_from_slice(&self.frame_number.to_be_bytes());
+    }
+
+    /// Reads the marker after the frame header at the start of a VP8 frame.
+    /// Returns `None` if the frame is too short or has no marker there.
+    pub fn parse(frame_start: &[u8], keyframe: bool) -> Option<Self> {
+        let header_len = if keyframe { 10 } else { 3 };
+        let marker = frame_start.get(header_len..header_len + Self::LEN)?;
+        if marker[..4] != Self::MAGIC {
+            return None;
+        }
+        let frame_number = u32::from_be_bytes([marker[5], marker[6], marker[7], marker[8]]);
+        Some(Self {
+            layer: marker[4],
+            frame_number,
+        })
+    }
+}
+
 /// A frame whose packets all arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CompleteFrame {
@@ -73,6 +116,10 @@ pub struct CompleteFrame {
     pub keyframe: bool,
     /// Number of RTP packets in the frame.
     pub packets: u32,
+    /// Size of the VP8 frame in bytes, payload descriptors excluded.
+    pub bytes: usize,
+    /// Layer marker of a synthetic simulcast frame; `None` for other VP8.
+    pub marker: Option<LayerMarker>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -81,6 +128,8 @@ struct FrameInProgress {
     last_sequence_number: u16,
     keyframe: bool,
     packets: u32,
+    bytes: usize,
+    marker: Option<LayerMarker>,
 }
 
 /// Reassembles VP8 frames from RTP packets in arrival order.
@@ -113,12 +162,15 @@ impl Vp8FrameAssembler {
 
         if descriptor.starts_frame() {
             self.abandon_current();
-            let frame_tag = payload[descriptor.header_len];
+            let frame_start = &payload[descriptor.header_len..];
+            let keyframe = frame_start[0] & 0x01 == 0;
             self.current = Some(FrameInProgress {
                 rtp_timestamp,
                 last_sequence_number: sequence_number,
-                keyframe: frame_tag & 0x01 == 0,
+                keyframe,
                 packets: 1,
+                bytes: frame_start.len(),
+                marker: LayerMarker::parse(frame_start, keyframe),
             });
         } else {
             match self.current.as_mut() {
@@ -128,6 +180,7 @@ impl Vp8FrameAssembler {
                 {
                     frame.last_sequence_number = sequence_number;
                     frame.packets += 1;
+                    frame.bytes += payload.len() - descriptor.header_len;
                 }
                 Some(_) => {
                     self.abandon_current();
@@ -146,6 +199,8 @@ impl Vp8FrameAssembler {
             rtp_timestamp: frame.rtp_timestamp,
             keyframe: frame.keyframe,
             packets: frame.packets,
+            bytes: frame.bytes,
+            marker: frame.marker,
         })
     }
 
@@ -317,6 +372,54 @@ mod tests {
         let mut assembler = Vp8FrameAssembler::new();
         assert_eq!(assembler.push(1, 3000, true, &[0x90]), None);
         assert_eq!(assembler.malformed_packets(), 1);
+    }
+
+    #[test]
+    fn frame_bytes_exclude_descriptors() {
+        let mut assembler = Vp8FrameAssembler::new();
+        assembler.push(1, 3000, false, &packet(true, 0, 0x01));
+        let frame = assembler
+            .push(2, 3000, true, &packet(false, 0, 0x55))
+            .unwrap();
+        assert_eq!(frame.bytes, 6);
+        assert_eq!(frame.marker, None);
+    }
+
+    #[test]
+    fn layer_marker_round_trip() {
+        let marker = LayerMarker {
+            layer: 2,
+            frame_number: 0x0102_0304,
+        };
+        let mut keyframe = vec![0x10, 0x02, 0x00, 0x9D, 0x01, 0x2A, 0x00, 0x05, 0xD0, 0x02];
+        marker.write(&mut keyframe);
+        assert_eq!(LayerMarker::parse(&keyframe, true), Some(marker));
+        assert_eq!(LayerMarker::parse(&keyframe, false), None);
+
+        let mut delta = vec![0x11, 0x02, 0x00];
+        marker.write(&mut delta);
+        assert_eq!(LayerMarker::parse(&delta, false), Some(marker));
+        assert_eq!(LayerMarker::parse(&delta[..10], false), None);
+    }
+
+    #[test]
+    fn assembler_reads_layer_marker() {
+        let mut first = descriptor(true, 0);
+        first.extend_from_slice(&[0x11, 0x02, 0x00]);
+        LayerMarker {
+            layer: 1,
+            frame_number: 7,
+        }
+        .write(&mut first);
+        let mut assembler = Vp8FrameAssembler::new();
+        assembler.push(9, 3000, false, &first);
+        let frame = assembler
+            .push(10, 3000, true, &packet(false, 0, 0x55))
+            .unwrap();
+        let marker = frame.marker.unwrap();
+        assert_eq!(marker.layer, 1);
+        assert_eq!(marker.frame_number, 7);
+        assert_eq!(frame.bytes, 12 + 3);
     }
 
     #[test]

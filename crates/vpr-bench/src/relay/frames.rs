@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use crate::client::vp8::Vp8Descriptor;
+use crate::client::vp8::{LayerMarker, Vp8Descriptor};
 
 /// Frames kept waiting for missing packets; older ones are given up.
 const MAX_PENDING_FRAMES: usize = 128;
@@ -29,6 +29,10 @@ pub struct FrameRecord {
     /// Whether at least one of its packets arrived late, so the frame was
     /// recovered by retransmission.
     pub recovered: bool,
+    /// Simulcast layer from the synthetic publisher's marker, if present.
+    pub layer: Option<u8>,
+    /// VP8 frame bytes, payload descriptors excluded.
+    pub bytes: usize,
 }
 
 #[derive(Debug, Default)]
@@ -38,6 +42,8 @@ struct PendingFrame {
     received: HashSet<u16>,
     keyframe: bool,
     recovered: bool,
+    layer: Option<u8>,
+    bytes: usize,
 }
 
 impl PendingFrame {
@@ -83,6 +89,10 @@ impl ReorderingFrameCounter {
         payload: &[u8],
     ) -> Option<FrameRecord> {
         let late = self.record_sequence(sequence_number);
+        if payload.is_empty() {
+            // A padding-only packet, such as a bandwidth probe.
+            return None;
+        }
         let first_timestamp = *self.first_timestamp.get_or_insert(rtp_timestamp);
 
         let Some(descriptor) = Vp8Descriptor::parse(payload) else {
@@ -97,11 +107,16 @@ impl ReorderingFrameCounter {
             self.start_pending(rtp_timestamp);
         }
         let frame = self.pending.get_mut(&rtp_timestamp)?;
-        frame.received.insert(sequence_number);
+        if !frame.received.insert(sequence_number) {
+            return None;
+        }
         frame.recovered |= late;
+        frame.bytes += payload.len() - descriptor.header_len;
         if descriptor.starts_frame() {
             frame.first_sequence = Some(sequence_number);
-            frame.keyframe = payload[descriptor.header_len] & 0x01 == 0;
+            let frame_start = &payload[descriptor.header_len..];
+            frame.keyframe = frame_start.first().is_some_and(|tag| tag & 0x01 == 0);
+            frame.layer = LayerMarker::parse(frame_start, frame.keyframe).map(|marker| marker.layer);
         }
         if marker {
             frame.last_sequence = Some(sequence_number);
@@ -118,6 +133,8 @@ impl ReorderingFrameCounter {
             timestamp_offset: rtp_timestamp.wrapping_sub(first_timestamp),
             keyframe: frame.keyframe,
             recovered: frame.recovered,
+            layer: frame.layer,
+            bytes: frame.bytes,
         })
     }
 
@@ -196,7 +213,9 @@ mod tests {
             Some(FrameRecord {
                 timestamp_offset: 0,
                 keyframe: true,
-                recovered: false
+                recovered: false,
+                layer: None,
+                bytes: 6,
             })
         );
         assert_eq!(counter.late_packets(), 0);
@@ -217,7 +236,9 @@ mod tests {
             Some(FrameRecord {
                 timestamp_offset: 3000,
                 keyframe: false,
-                recovered: false
+                recovered: false,
+                layer: None,
+                bytes: 2,
             })
         );
         assert_eq!(
@@ -225,7 +246,9 @@ mod tests {
             Some(FrameRecord {
                 timestamp_offset: 0,
                 keyframe: false,
-                recovered: true
+                recovered: true,
+                layer: None,
+                bytes: 6,
             })
         );
         assert_eq!(counter.late_packets(), 1);

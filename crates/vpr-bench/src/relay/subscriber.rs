@@ -59,6 +59,8 @@ pub struct RelayedSubscriberStats {
 struct ReceiveState {
     stats: RelayedSubscriberStats,
     frame_log: Vec<FrameRecord>,
+    /// When each frame of `frame_log` completed, in the same order.
+    arrivals: Vec<Instant>,
 }
 
 fn lock(state: &Mutex<ReceiveState>) -> MutexGuard<'_, ReceiveState> {
@@ -137,6 +139,12 @@ impl RelayedSubscriber {
     /// Returns every complete video frame so far, in completion order.
     pub fn frame_log(&self) -> Vec<FrameRecord> {
         lock(&self.state).frame_log.clone()
+    }
+
+    /// Complete frames with the instant each one completed, oldest first.
+    pub fn timed_frame_log(&self) -> Vec<(Instant, FrameRecord)> {
+        let state = lock(&self.state);
+        state.arrivals.iter().copied().zip(state.frame_log.iter().copied()).collect()
     }
 
     /// Polls the stats every 10 ms until `done` returns true or `timeout`
@@ -220,6 +228,7 @@ async fn read_video(track: Arc<dyn TrackRemote>, state: Arc<Mutex<ReceiveState>>
             video.keyframes += u64::from(frame.keyframe);
             video.recovered_frames += u64::from(frame.recovered);
             state.frame_log.push(frame);
+            state.arrivals.push(Instant::now());
         }
     }
     tracing::debug!("relayed video track ended");

@@ -51,6 +51,13 @@ impl Worker {
         }
 
         let chosen = allocate(estimate, &demands);
+        let constrained = demands
+            .iter()
+            .zip(&chosen)
+            .any(|(demand, layer)| *layer != demand.layers.last().map(|&(index, _)| index));
+        if let Some(bandwidth) = peer.bandwidth.as_mut() {
+            bandwidth.set_constrained(constrained);
+        }
         let mut requests = Vec::new();
         for ((index, publication_key), layer) in targets.into_iter().zip(chosen) {
             let slot = &mut peer.slots[index];

@@ -2,6 +2,8 @@
 //! down-track, keyframe requests, and binding subscriber slots.
 
 use super::*;
+use rtc::rtp_transceiver::RTCRtpSenderId;
+use rtc::shared::marshal::MarshalSize;
 
 impl Worker {
     /// Opens a publication on a publisher's first stream of a track, or a
@@ -196,14 +198,17 @@ impl Worker {
             if slot.track.rewrite(&mut copy, now) != Rewrite::Forward {
                 continue;
             }
-            let written = subscriber
-                .pc
-                .rtp_sender(slot.sender_id)
-                .map(|mut sender| sender.write_rtp(now, copy));
-            match written {
-                Some(Ok(())) => forwarded += 1,
-                Some(Err(err)) => debug!(session_id = %subscriber.session_id, error = %err, "write to down-track failed"),
-                None => {}
+            let ends_frame = copy.header.marker && publication.kind == TrackKind::Video;
+            let sender_id = slot.sender_id;
+            if let Some(bandwidth) = subscriber.bandwidth.as_mut() {
+                bandwidth.on_media_sent(now, copy.marshal_size());
+            }
+            match write_to_sender(&mut subscriber.pc, sender_id, copy, now) {
+                Ok(()) => forwarded += 1,
+                Err(err) => debug!(session_id = %subscriber.session_id, error = %err, "write to down-track failed"),
+            }
+            if ends_frame {
+                send_probe_padding(subscriber, binding.slot, now);
             }
             Self::touch(&mut self.touched, subscriber, binding.peer);
         }
@@ -335,6 +340,31 @@ impl Worker {
             for layer in wanted {
                 request_layer_keyframe(peers, touched, metrics, publication, layer, now);
             }
+        }
+    }
+}
+
+/// Writes one rewritten packet to a subscriber's sender.
+fn write_to_sender(pc: &mut RTCPeerConnection, sender_id: RTCRtpSenderId, packet: Packet, now: Instant) -> Result<(), String> {
+    match pc.rtp_sender(sender_id) {
+        Some(mut sender) => sender.write_rtp(now, packet).map_err(|err| err.to_string()),
+        None => Err("sender not found".to_owned()),
+    }
+}
+
+/// After a video frame's last packet, sends the padding an active probe
+/// cluster is owed on that down-track, or starts a cluster when the
+/// estimator asks for one.
+fn send_probe_padding(subscriber: &mut Peer, slot_index: usize, now: Instant) {
+    let Some(bandwidth) = subscriber.bandwidth.as_mut() else { return };
+    let Some((cluster_id, count)) = bandwidth.frame_ended(now) else { return };
+    let Some(slot) = subscriber.slots.get_mut(slot_index) else { return };
+    for _ in 0..count {
+        let Some(packet) = slot.track.padding_packet() else { return };
+        bandwidth.on_probe_packet_sent(cluster_id, &packet);
+        if let Err(err) = write_to_sender(&mut subscriber.pc, slot.sender_id, packet, now) {
+            debug!(session_id = %subscriber.session_id, error = %err, "probe padding write failed");
+            return;
         }
     }
 }

@@ -45,6 +45,7 @@ use crate::keyframe::{starts_keyframe, VideoCodec};
 use crate::simulcast::{LayerIndex, LayerSelector, Layers, Selection};
 
 mod allocation;
+mod bandwidth;
 mod media;
 mod renegotiation;
 mod rooms;
@@ -80,6 +81,14 @@ pub(crate) enum Command {
     AddSession { setup: Box<SessionSetup>, reply: oneshot::Sender<Result<(), MediaError>> },
     EndSession { session_id: String, reason: String, reply: oneshot::Sender<bool> },
     ApplyAnswer { session_id: String, answer_sdp: String, reply: oneshot::Sender<Result<(), MediaError>> },
+    ApplyOffer { session_id: String, offer_sdp: String, reply: oneshot::Sender<Result<crate::OfferReply, MediaError>> },
+    DetachSession { session_id: String, grace: Duration },
+    ResumeSession {
+        room_id: String,
+        participant_id: String,
+        signals: mpsc::UnboundedSender<PeerSignal>,
+        reply: oneshot::Sender<Result<String, MediaError>>,
+    },
     RemoveParticipant { room_id: String, participant_id: String, reason: String },
     SetTrackMuted { room_id: String, track_id: String, muted: bool },
     /// Ends the participant's sessions of each direction it may no longer use.
@@ -113,6 +122,14 @@ struct Peer {
     offer_pending: bool,
     /// Down-track switches between simulcast layers.
     layer_changes: u64,
+    /// Send-side bandwidth estimation; `None` for publish-only sessions.
+    bandwidth: Option<bandwidth::Bandwidth>,
+    /// The local ufrag before an ICE restart, kept in `by_ufrag` until the
+    /// connection is up again.
+    previous_ufrag: Option<String>,
+    /// Renegotiated sessions whose signalling channel closed: when they end
+    /// unless a new channel resumes them.
+    detached_until: Option<Instant>,
 }
 
 pub(crate) struct Worker {
@@ -252,6 +269,14 @@ impl Worker {
                 let result = self.apply_answer(&session_id, answer_sdp);
                 let _ = reply.send(result);
             }
+            Command::ApplyOffer { session_id, offer_sdp, reply } => {
+                let result = self.apply_client_offer(&session_id, offer_sdp);
+                let _ = reply.send(result);
+            }
+            Command::DetachSession { session_id, grace } => self.detach_session(&session_id, grace),
+            Command::ResumeSession { room_id, participant_id, signals, reply } => {
+                let _ = reply.send(self.resume_session(&room_id, &participant_id, signals));
+            }
             Command::RemoveParticipant { room_id, participant_id, reason } => {
                 self.end_participant_sessions(&room_id, &participant_id, None, &reason);
             }
@@ -280,7 +305,8 @@ impl Worker {
         };
         let key = self.allocate_key();
         let SessionSetup { session_id, room_id, participant_id, is_resident, direction, negotiated, signals } = setup;
-        let Negotiated { mut pc, local_ufrag, slots, .. } = negotiated;
+        let Negotiated { mut pc, local_ufrag, slots, reports, .. } = negotiated;
+        let bandwidth = (direction != Direction::Publish).then(|| bandwidth::Bandwidth::new(reports, Instant::now()));
 
         let slots = slots
             .into_iter()
@@ -326,6 +352,9 @@ impl Worker {
             needs_offer: false,
             offer_pending: false,
             layer_changes: 0,
+            bandwidth,
+            previous_ufrag: None,
+            detached_until: None,
         };
         Self::touch(&mut self.touched, &mut peer, key);
         self.peers.insert(key, peer);
@@ -451,6 +480,7 @@ impl Worker {
 
     fn housekeeping(&mut self, now: Instant) {
         self.close_empty_rooms(now);
+        self.end_expired_detached(now);
         if now >= self.next_speaker_at {
             self.next_speaker_at = now + SPEAKER_INTERVAL;
             self.report_active_speakers(now);
@@ -525,6 +555,20 @@ impl Worker {
         }
 
         if let Some(peer) = self.peers.get_mut(&key) {
+            if let Some(bandwidth) = peer.bandwidth.as_mut() {
+                if bandwidth.drain_feedback(now) && peer.connected {
+                    let snapshot = bandwidth.snapshot(now);
+                    debug!(session_id = %peer.session_id, participant_id = %peer.participant_id,
+                        estimate_bps = snapshot.estimate_bps as u64,
+                        acked_bps = snapshot.acked_bps.unwrap_or(0.0) as u64,
+                        delay_based_bps = snapshot.delay_based_bps as u64,
+                        loss_based_bps = snapshot.loss_based_bps as u64,
+                        loss = snapshot.loss.unwrap_or(0.0), usage = ?snapshot.usage,
+                        last_probe = ?snapshot.last_probe.map(|p| p.outcome),
+                        twcc_active = snapshot.twcc_active, probing = snapshot.probe_active,
+                        layer_changes = peer.layer_changes, "bandwidth estimate");
+                }
+            }
             // Handling above may have queued more output on this connection.
             flush_writes(&self.socket, &self.metrics, &mut peer.pc);
             peer.deadline = peer.pc.poll_timeout();
@@ -543,6 +587,10 @@ impl Worker {
                         peer.connected = true;
                         let participant_id = peer.participant_id.clone();
                         let room_key = peer.room;
+                        // The new ICE path is up, so the ufrag from before a restart can go.
+                        if let Some(ufrag) = peer.previous_ufrag.take() {
+                            self.by_ufrag.remove(&ufrag);
+                        }
                         self.mark_joined(room_key, &participant_id);
                         self.allocate_peer(key, now);
                         self.request_keyframes_for(key, now);
@@ -587,6 +635,9 @@ impl Worker {
         }
         flush_writes(&self.socket, &self.metrics, &mut peer.pc);
         self.by_ufrag.remove(&peer.local_ufrag);
+        if let Some(ufrag) = &peer.previous_ufrag {
+            self.by_ufrag.remove(ufrag);
+        }
         self.by_session.remove(&peer.session_id);
         for addr in &peer.addrs {
             if self.by_addr.get(addr) == Some(&key) {
@@ -638,9 +689,18 @@ impl Worker {
 }
 
 impl Peer {
-    /// The bandwidth toward this peer that its down-tracks may use.
+    /// Returns the bandwidth toward this peer that its down-tracks may use:
+    /// the send-side estimate when the peer negotiated transport-wide
+    /// feedback, unlimited otherwise.
     fn estimate_bps(&self, _now: Instant) -> f64 {
-        f64::INFINITY
+        let reports_feedback = self
+            .slots
+            .iter()
+            .any(|slot| slot.leg.extensions.iter().any(|e| e.uri == crate::downtrack::TRANSPORT_CC_URI));
+        match &self.bandwidth {
+            Some(bandwidth) if reports_feedback => bandwidth.estimate_bps(),
+            _ => f64::INFINITY,
+        }
     }
 }
 

@@ -1,0 +1,164 @@
+//! Send-side bandwidth estimation toward one subscriber: transport-wide
+//! feedback into the estimator, the media rate it needs, and probe clusters.
+//!
+//! A probe cluster is sent as padding-only packets on a video down-track,
+//! right after a frame's last packet so that none lands inside a frame.
+//! The library pads an empty payload to four bytes, so these packets are
+//! small and a cluster takes many of them.
+
+use std::collections::{HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use rtc::rtp::packet::Packet;
+
+use crate::bwe::{EstimatorConfig, ProbeCluster, ReportQueue, SendSideEstimator};
+
+/// Window of the media rate handed to the prober.
+const MEDIA_RATE_WINDOW: Duration = Duration::from_millis(500);
+/// Most padding packets sent after one frame. A larger burst overflows the
+/// default receive buffer of a client socket on loopback.
+const MAX_PADDING_PER_FRAME: usize = 96;
+/// RTP size of a padding-only packet: header, transport-wide sequence
+/// number extension and four bytes of padding.
+const PADDING_PACKET_BYTES: u64 = 24;
+/// Interval of the estimate's debug log line.
+const LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A probe cluster being sent.
+struct ActiveProbe {
+    cluster: ProbeCluster,
+    started: Instant,
+    sent_bytes: u64,
+}
+
+/// Estimation state of one subscriber connection.
+pub(super) struct Bandwidth {
+    estimator: SendSideEstimator,
+    reports: ReportQueue,
+    probe: Option<ActiveProbe>,
+    /// Whether a higher estimate would give some down-track a better layer;
+    /// probing is pointless otherwise.
+    constrained: bool,
+    window_start: Instant,
+    window_bytes: u64,
+    media_rate_bps: f64,
+    next_log: Instant,
+    reported: RecentPackets,
+}
+
+impl Bandwidth {
+    pub fn new(reports: ReportQueue, now: Instant) -> Self {
+        Self {
+            estimator: SendSideEstimator::new(EstimatorConfig::default(), now),
+            reports,
+            probe: None,
+            constrained: false,
+            window_start: now,
+            window_bytes: 0,
+            media_rate_bps: 0.0,
+            next_log: now + LOG_INTERVAL,
+            reported: RecentPackets::default(),
+        }
+    }
+
+    /// Returns the current estimate in bit/s.
+    pub fn estimate_bps(&self) -> f64 {
+        self.estimator.estimate_bps()
+    }
+
+    /// Feeds the transport-wide feedback the interceptor chain resolved.
+    /// Returns true when the debug log line is due.
+    pub fn drain_feedback(&mut self, now: Instant) -> bool {
+        for mut batch in self.reports.drain_batches() {
+            // A retransmission repeats a packet already reported. A receiver
+            // drops one whose original arrived late as a replay, before
+            // recording it, so its fate carries no information about the path.
+            batch.reports.retain(|report| self.reported.insert((report.ssrc, report.rtp_sequence_number)));
+            self.estimator.on_packet_reports(batch.received_at, &batch.reports);
+        }
+        if now >= self.next_log {
+            self.next_log = now + LOG_INTERVAL;
+            return true;
+        }
+        false
+    }
+
+    /// Returns the estimator's state for a log line.
+    pub fn snapshot(&self, now: Instant) -> crate::bwe::EstimatorSnapshot {
+        self.estimator.snapshot(now)
+    }
+
+    /// Counts one forwarded media packet of `bytes`.
+    pub fn on_media_sent(&mut self, now: Instant, bytes: usize) {
+        let elapsed = now.saturating_duration_since(self.window_start);
+        if elapsed >= MEDIA_RATE_WINDOW {
+            self.media_rate_bps = self.window_bytes as f64 * 8.0 / elapsed.as_secs_f64();
+            self.window_start = now;
+            self.window_bytes = 0;
+        }
+        self.window_bytes += bytes as u64;
+    }
+
+    /// Records whether the allocation held some down-track below its best
+    /// layer.
+    pub fn set_constrained(&mut self, constrained: bool) {
+        self.constrained = constrained;
+    }
+
+    /// Called after the last packet of a video frame: starts a cluster when
+    /// the estimator requests one, and returns the number of padding
+    /// packets the active cluster is owed now, with its id.
+    pub fn frame_ended(&mut self, now: Instant) -> Option<(u32, usize)> {
+        if self.probe.is_none() {
+            if !self.constrained {
+                return None;
+            }
+            let cluster = self.estimator.poll_probe(now, self.media_rate_bps)?;
+            self.probe = Some(ActiveProbe { cluster, started: now, sent_bytes: 0 });
+            return None;
+        }
+        let probe = self.probe.as_mut()?;
+        let elapsed = now.saturating_duration_since(probe.started);
+        if elapsed > probe.cluster.duration {
+            self.probe = None;
+            return None;
+        }
+        let owed = (probe.cluster.padding_bps / 8.0 * elapsed.as_secs_f64()) as u64;
+        let count = (owed.saturating_sub(probe.sent_bytes) / PADDING_PACKET_BYTES) as usize;
+        let count = count.min(MAX_PADDING_PER_FRAME);
+        probe.sent_bytes += count as u64 * PADDING_PACKET_BYTES;
+        Some((probe.cluster.id, count))
+    }
+
+    /// Records one padding packet sent for cluster `cluster_id`.
+    pub fn on_probe_packet_sent(&mut self, cluster_id: u32, packet: &Packet) {
+        self.estimator
+            .on_probe_packet_sent(cluster_id, packet.header.ssrc, packet.header.sequence_number);
+    }
+}
+
+/// Packets reported recently, by SSRC and sequence number, bounded.
+#[derive(Default)]
+struct RecentPackets {
+    set: HashSet<(u32, u16)>,
+    order: VecDeque<(u32, u16)>,
+}
+
+impl RecentPackets {
+    /// Packets remembered; a repeat older than this many reports counts as new.
+    const CAPACITY: usize = 8192;
+
+    /// Records a packet; returns false when it was reported before.
+    fn insert(&mut self, packet: (u32, u16)) -> bool {
+        if !self.set.insert(packet) {
+            return false;
+        }
+        if self.order.len() == Self::CAPACITY {
+            if let Some(oldest) = self.order.pop_front() {
+                self.set.remove(&oldest);
+            }
+        }
+        self.order.push_back(packet);
+        true
+    }
+}

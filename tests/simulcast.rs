@@ -1,0 +1,269 @@
+//! Simulcast forwarding driven by send-side bandwidth estimation. A
+//! publisher sends three layers to a subscriber behind the impairment
+//! relay. The subscriber receives the top layer on a clean link and the
+//! lowest while the link is capped at 500 kbit/s. After the cap is lifted
+//! it receives the top layer again, without freezes at the switches.
+
+mod common;
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use common::{admit, create_room, ServerOptions, TestServer};
+use vpr_bench::client::simulcast::{LayerSpec, SimulcastOptions, SimulcastPublisher};
+use vpr_bench::relay::{Direction, FrameRecord, Impairment, Relay, RelayedSubscriber};
+use vpr_control::pb::Role;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const TOP_LAYER: u8 = 2;
+const LOWEST_LAYER: u8 = 0;
+/// A gap longer than this between complete frames is a freeze.
+const FREEZE: Duration = Duration::from_millis(500);
+const CAP_KBPS: u32 = 500;
+/// Time allowed to reach the lowest layer after the cap starts.
+const DOWN_DEADLINE: Duration = Duration::from_secs(2);
+/// Time allowed to reach the top layer on a clean link.
+const UP_DEADLINE: Duration = Duration::from_secs(8);
+/// Consecutive frames of one layer that count as having switched to it.
+const SETTLED_FRAMES: usize = 10;
+
+/// One sample of the trace kept as a test artifact.
+struct Sample {
+    at: Duration,
+    estimate_kbps: Option<f64>,
+    layer: Option<u8>,
+    received_kbps: f64,
+}
+
+/// Returns when the last `SETTLED_FRAMES` frames completed after `since`
+/// are all of `layer`: the completion time of the first of them.
+fn settled_on(frames: &[(Instant, FrameRecord)], layer: u8, since: Instant) -> Option<Instant> {
+    let recent: Vec<&(Instant, FrameRecord)> = frames.iter().filter(|(at, _)| *at >= since).collect();
+    if recent.len() < SETTLED_FRAMES {
+        return None;
+    }
+    let tail = &recent[recent.len() - SETTLED_FRAMES..];
+    if !tail.iter().all(|(_, frame)| frame.layer == Some(layer)) {
+        return None;
+    }
+    // The first frame of the run of `layer` that the tail belongs to.
+    let run_start = recent.iter().rposition(|(_, frame)| frame.layer != Some(layer)).map_or(0, |i| i + 1);
+    Some(recent[run_start].0)
+}
+
+/// Returns the maximum gap between complete frames within `[from, to]`.
+fn longest_gap(frames: &[(Instant, FrameRecord)], from: Instant, to: Instant) -> Duration {
+    let mut previous = from;
+    let mut longest = Duration::ZERO;
+    for (at, _) in frames.iter().filter(|(at, _)| *at >= from && *at <= to) {
+        longest = longest.max(at.duration_since(previous));
+        previous = *at;
+    }
+    longest.max(to.saturating_duration_since(previous))
+}
+
+/// Received video bitrate over the `window` before `at`, in kbit/s.
+fn received_kbps(frames: &[(Instant, FrameRecord)], at: Instant, window: Duration) -> f64 {
+    let from = at - window;
+    let bytes: usize = frames.iter().filter(|(t, _)| *t > from && *t <= at).map(|(_, f)| f.bytes).sum();
+    bytes as f64 * 8.0 / window.as_secs_f64() / 1000.0
+}
+
+/// Removes terminal colour codes from a log line.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Returns the newest estimate the server logged for `participant_id`, in kbit/s.
+fn logged_estimate_kbps(server: &TestServer, participant_id: &str) -> Option<f64> {
+    let log = server.log_tail(400);
+    log.lines()
+        .map(strip_ansi)
+        .rev()
+        .filter(|line| line.contains("bandwidth estimate") && line.contains(participant_id))
+        .find_map(|line| {
+            let value = line.split("estimate_bps=").nth(1)?;
+            let digits: String = value.chars().take_while(|c| c.is_ascii_digit()).collect();
+            digits.parse::<f64>().ok().map(|bps| bps / 1000.0)
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulcast_layers_follow_capped_link() {
+    let server = TestServer::start_with(ServerOptions {
+        log_filter: Some("info,vpr_sfu::worker=debug,rtc=warn,webrtc=warn".to_owned()),
+        ..ServerOptions::default()
+    })
+    .await;
+    let mut grpc = server.grpc_client().await;
+    let room = create_room(&mut grpc, "INC-simulcast-cap").await;
+    let resident = admit(&mut grpc, &room.room_id, "resident-simulcast", Role::Resident).await;
+    let officer = admit(&mut grpc, &room.room_id, "officer-simulcast", Role::Officer).await;
+
+    let options = SimulcastOptions::new(LayerSpec::default_set());
+    let publisher = SimulcastPublisher::start_with(&resident.whip_url, &resident.join_token, options)
+        .await
+        .unwrap_or_else(|error| panic!("simulcast publish failed: {error}\n{}", server.log_tail(40)));
+    publisher
+        .wait_connected(CONNECT_TIMEOUT)
+        .await
+        .unwrap_or_else(|error| panic!("publisher: {error}\n{}", server.log_tail(40)));
+
+    let (relay, relay_addr) = Relay::start_seeded(server.media_addr(), 77).await.expect("starting the relay failed");
+    let subscriber = RelayedSubscriber::start(&officer.whep_url, &officer.join_token, relay_addr)
+        .await
+        .unwrap_or_else(|error| panic!("WHEP subscribe failed: {error}\n{}", server.log_tail(40)));
+    subscriber
+        .wait_connected(CONNECT_TIMEOUT)
+        .await
+        .unwrap_or_else(|error| panic!("subscriber: {error}\n{}", server.log_tail(40)));
+    let start = Instant::now();
+    let mut trace: Vec<Sample> = Vec::new();
+    let participant = officer.participant_id.clone();
+    let sample = |trace: &mut Vec<Sample>, subscriber: &RelayedSubscriber| {
+        let now = Instant::now();
+        let frames = subscriber.timed_frame_log();
+        trace.push(Sample {
+            at: now.duration_since(start),
+            estimate_kbps: logged_estimate_kbps(&server, &participant),
+            layer: frames.last().and_then(|(_, f)| f.layer),
+            received_kbps: received_kbps(&frames, now, Duration::from_millis(500)),
+        });
+    };
+
+    // Clean link: the top layer.
+    let mut reached_top = None;
+    while start.elapsed() < UP_DEADLINE {
+        sample(&mut trace, &subscriber);
+        reached_top = settled_on(&subscriber.timed_frame_log(), TOP_LAYER, start);
+        if reached_top.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let reached_top = reached_top.unwrap_or_else(|| {
+        panic!(
+            "the top layer was not reached on a clean link within {UP_DEADLINE:?}; last layers {:?}\n{}",
+            subscriber.timed_frame_log().iter().rev().take(15).map(|(_, f)| f.layer).collect::<Vec<_>>(),
+            server.log_tail(60)
+        )
+    });
+    println!("top layer after {:?} on a clean link", reached_top.duration_since(start));
+    // Hold the top layer for 2 s so the estimate settles.
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        sample(&mut trace, &subscriber);
+    }
+
+    // Capped link: the lowest layer within 2 s.
+    relay.set(Direction::Downstream, Impairment::none().with_rate_kbps(CAP_KBPS));
+    let cap_started = Instant::now();
+    let mut reached_lowest = None;
+    while cap_started.elapsed() < DOWN_DEADLINE + Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        sample(&mut trace, &subscriber);
+        reached_lowest = settled_on(&subscriber.timed_frame_log(), LOWEST_LAYER, cap_started);
+        if reached_lowest.is_some() {
+            break;
+        }
+    }
+    // Stay capped for 6 s in all, to see the layer hold.
+    while cap_started.elapsed() < Duration::from_secs(6) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        sample(&mut trace, &subscriber);
+    }
+    let cap_ended = Instant::now();
+    let capped_layers: Vec<Option<u8>> = subscriber
+        .timed_frame_log()
+        .iter()
+        .filter(|(at, _)| *at > cap_ended - Duration::from_secs(2) && *at <= cap_ended)
+        .map(|(_, f)| f.layer)
+        .collect();
+
+    // Lifted cap: the top layer again within 8 s.
+    relay.set(Direction::Downstream, Impairment::none());
+    let relay_at_lift = relay.stats();
+    let mut back_on_top = None;
+    while cap_ended.elapsed() < UP_DEADLINE {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        sample(&mut trace, &subscriber);
+        back_on_top = settled_on(&subscriber.timed_frame_log(), TOP_LAYER, cap_ended);
+        if back_on_top.is_some() {
+            break;
+        }
+    }
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        sample(&mut trace, &subscriber);
+    }
+    let end = Instant::now();
+    let frames = subscriber.timed_frame_log();
+    let publisher_stats = publisher.stats();
+    let keyframe_requests = server.metric_sum("vpr_keyframe_requests_sent_total").await.unwrap_or(0.0);
+    let switches = server.metric_sum("vpr_layer_switches_total").await.unwrap_or(0.0);
+
+    // The trace is kept for the plot in BENCHMARKS.md.
+    let mut csv = String::from("seconds,estimate_kbps,layer,received_kbps\n");
+    for s in &trace {
+        let estimate = s.estimate_kbps.map(|e| format!("{e:.0}")).unwrap_or_default();
+        let layer = s.layer.map(|l| l.to_string()).unwrap_or_default();
+        let _ = writeln!(csv, "{:.2},{estimate},{layer},{:.0}", s.at.as_secs_f64(), s.received_kbps);
+    }
+    let artifacts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts/simulcast");
+    std::fs::create_dir_all(&artifacts).expect("creating the artifact directory failed");
+    std::fs::write(artifacts.join("capped_link.csv"), &csv).expect("writing the trace failed");
+    println!("{csv}");
+    println!(
+        "cap {CAP_KBPS} kbit/s: lowest layer after {:?}; top layer {:?} after the cap was lifted; \
+         {switches} layer switches, {keyframe_requests} keyframe requests upstream; publisher {:?}; relay {:?}",
+        reached_lowest.map(|at| at.duration_since(cap_started)),
+        back_on_top.map(|at| at.duration_since(cap_ended)),
+        publisher_stats.layers.iter().map(|l| (l.rid.clone(), l.plis_received, l.keyframes_sent)).collect::<Vec<_>>(),
+        relay.stats(),
+    );
+    println!("relay at the end of the cap: {relay_at_lift:?}");
+
+    let reached_lowest = reached_lowest.unwrap_or_else(|| {
+        panic!(
+            "the lowest layer was not reached while capped; layers in the last 2 s of the cap {capped_layers:?}\n{}",
+            server.log_tail(80)
+        )
+    });
+    assert!(
+        reached_lowest.duration_since(cap_started) <= DOWN_DEADLINE,
+        "the lowest layer took {:?} after the cap started (limit {DOWN_DEADLINE:?})",
+        reached_lowest.duration_since(cap_started)
+    );
+    assert!(
+        capped_layers.iter().all(|layer| *layer == Some(LOWEST_LAYER)),
+        "layers above the lowest arrived at the end of the cap: {capped_layers:?}"
+    );
+    let back_on_top = back_on_top.unwrap_or_else(|| {
+        panic!("the top layer was not reached within {UP_DEADLINE:?} after the cap was lifted\n{}", server.log_tail(80))
+    });
+
+    // No freeze at either switch: around the arrival of the first frame
+    // of the new layer, complete frames keep coming.
+    for (name, switched_at) in [("down", reached_lowest), ("up", back_on_top)] {
+        let gap = longest_gap(&frames, switched_at - Duration::from_millis(700), switched_at + Duration::from_millis(700));
+        assert!(gap <= FREEZE, "a {gap:?} freeze at the {name}ward switch");
+    }
+    let overall = longest_gap(&frames, reached_top, end);
+    println!("longest gap between complete frames from the first top-layer frame on: {overall:?}");
+
+    subscriber.stop().await.expect("WHEP DELETE failed");
+    publisher.stop().await.expect("WHIP DELETE failed");
+}
