@@ -358,6 +358,12 @@ async fn ice_restart_keeps_participant() {
         signals.lock().unwrap().answers.len() > answers_before
     })
     .await;
+    {
+        let state = signals.lock().unwrap();
+        let first_answer_ufrag = ice_ufrag(&state.answers[0]);
+        let restart_answer_ufrag = ice_ufrag(state.answers.last().expect("restart answer"));
+        assert_ne!(restart_answer_ufrag, first_answer_ufrag, "the server kept its ICE credentials on restart");
+    }
 
     let before_restart = total_packets(&received);
     wait_for("media through relay B after the restart", Duration::from_secs(10), || {

@@ -7,7 +7,6 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use rand::distr::{Alphanumeric, SampleString};
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
@@ -77,12 +76,10 @@ pub fn negotiate(
     summary: &OfferSummary,
 ) -> Result<Negotiated, MediaError> {
     let now = Instant::now();
-    let local_ufrag = Alphanumeric.sample_string(&mut rand::rng(), 16);
-    let local_pwd = Alphanumeric.sample_string(&mut rand::rng(), 32);
-
+    // The library draws the local ICE credentials, and draws new ones when
+    // a later offer restarts ICE; fixing them here would keep them.
     let setting_engine = SettingEngineBuilder::new()
         .with_lite(true)
-        .with_ice_credentials(local_ufrag.clone(), local_pwd)
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
         .build();
     let (media_engine, registry, reports) = media_setup()?;
@@ -157,6 +154,11 @@ pub fn negotiate(
         .local_description()
         .map(|description| unbundle_answer(&description.sdp, summary))
         .ok_or_else(|| MediaError::Negotiation("no local description after answering".into()))?;
+    let local_ufrag = answer_sdp
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("a=ice-ufrag:"))
+        .map(str::to_owned)
+        .ok_or_else(|| MediaError::Negotiation("the answer has no a=ice-ufrag line".into()))?;
 
     Ok(Negotiated { pc, answer_sdp, local_ufrag, slots, reports })
 }
