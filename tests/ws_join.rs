@@ -228,6 +228,8 @@ struct RestartSignals {
     /// Participant ids of the last `room` message.
     participants: Vec<String>,
     errors: Vec<String>,
+    /// `restart_ice` messages received.
+    restart_requests: usize,
 }
 
 #[tokio::test]
@@ -291,6 +293,7 @@ async fn ice_restart_keeps_participant() {
                         let sdp = rewrite_answer_candidates(&sdp, relay);
                         peer.set_remote_description(RTCSessionDescription::answer(sdp).unwrap()).await.expect("answer");
                     }
+                    Some("restart_ice") => signals.lock().unwrap().restart_requests += 1,
                     Some("offer") => {
                         let relay = *relay_for_answers.lock().unwrap();
                         let sdp = rewrite_answer_candidates(message["sdp"].as_str().expect("sdp"), relay);
@@ -335,6 +338,13 @@ async fn ice_restart_keeps_participant() {
         "media kept arriving during relay A's outage: {during_outage} -> {}",
         total_packets(&received)
     );
+
+    // The server's side goes disconnected after 5 s without checks, and it
+    // asks for an ICE restart.
+    wait_for("the server's restart_ice message", Duration::from_secs(10), || {
+        signals.lock().unwrap().restart_requests > 0
+    })
+    .await;
 
     // ICE restart over the same socket; the answer points at relay B.
     *relay_for_answers.lock().unwrap() = relay_b_addr;

@@ -107,6 +107,9 @@ pub enum PeerSignal {
         /// Round-trip time in milliseconds; 0 when unknown.
         rtt_ms: f64,
     },
+    /// The server lost the media path: the client restarts ICE with a new
+    /// offer, keeping its participant.
+    RestartIce,
     /// The session ended on the server's side.
     Ended {
         /// Why, such as "removed by dispatcher" or "room_closed".

@@ -20,6 +20,7 @@
 //! | server | `room`      | `participants` [{`participant_id`, `resident`}], `tracks` [{`track_id`, `participant_id`, `kind`}] | who is connected and what they publish, after every change |
 //! | server | `active_speaker` | `participant_id` | the loudest participant changed (RFC 6464 audio levels) |
 //! | server | `quality`   | `bitrate_kbps`, `packet_loss`, `rtt_ms` | this participant's connection quality, every 2 s |
+//! | server | `restart_ice` |                      | the server lost the media path; the client restarts ICE with a later `offer` |
 //! | server | `ended`     | `reason`               | the server ended the session (removed, room closed) |
 //! | server | `error`     | `message`              | a message was invalid; the socket stays open |
 //!
@@ -29,7 +30,10 @@
 //! sending a later `offer` with new `a=ice-ufrag`/`a=ice-pwd`
 //! (`createOffer({iceRestart: true})`), once its signalling state is
 //! `stable`. The server answers with `answer`; the participant, its tracks
-//! and its session record stay the same. The server wins glare: an offer
+//! and its session record stay the same. The server sends `restart_ice`
+//! when its side of the connection goes disconnected or failed, and ends
+//! the session if a failed connection is not restarted within 15 s. The
+//! server wins glare: an offer
 //! that arrives while a server `offer` waits for its answer is not applied,
 //! and the server replies with an `error`. The client then rolls its offer
 //! back, answers the server's offer and offers again.
@@ -95,6 +99,7 @@ enum ServerMessage<'a> {
     Offer { sdp: &'a str },
     Resumed,
     Pong,
+    RestartIce,
     Room { participants: Vec<serde_json::Value>, tracks: Vec<serde_json::Value> },
     Quality { bitrate_kbps: f64, packet_loss: f64, rtt_ms: f64 },
     ActiveSpeaker { participant_id: &'a str },
@@ -266,6 +271,11 @@ async fn run(state: SignalState, claims: JoinClaims, mut socket: WebSocket) {
                     }
                     Some(PeerSignal::Quality { bitrate_kbps, packet_loss, rtt_ms }) => {
                         if send(&mut socket, &ServerMessage::Quality { bitrate_kbps, packet_loss, rtt_ms }).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(PeerSignal::RestartIce) => {
+                        if send(&mut socket, &ServerMessage::RestartIce).await.is_err() {
                             break;
                         }
                     }

@@ -554,6 +554,11 @@
           await restartIce(ws, pc);
         }
         break;
+      case "restart_ice":
+        // The server lost the media path; a restart offer recovers it.
+        if (pc.signalingState === "stable") await restartIce(ws, pc);
+        else call.restartWanted = true;
+        break;
       case "pong":
         if (call.recovery && !call.recovery.resuming && !call.recovery.pongAt) {
           call.recovery.pongAt = Date.now();

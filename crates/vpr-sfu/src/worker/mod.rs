@@ -60,6 +60,9 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(100);
 const QUALITY_INTERVAL: Duration = Duration::from_secs(2);
 /// Interval at which the active speaker is re-evaluated.
 const SPEAKER_INTERVAL: Duration = Duration::from_millis(300);
+/// How long a renegotiated session whose connection failed waits for the
+/// client's ICE restart.
+const ICE_RESTART_GRACE: Duration = Duration::from_secs(15);
 /// RFC 6464 client-to-mixer audio level.
 const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 
@@ -130,6 +133,9 @@ struct Peer {
     /// Renegotiated sessions whose signalling channel closed: when they end
     /// unless a new channel resumes them.
     detached_until: Option<Instant>,
+    /// Renegotiated sessions whose connection failed: when they end unless
+    /// an ICE restart brings the connection back.
+    restart_deadline: Option<Instant>,
 }
 
 pub(crate) struct Worker {
@@ -355,6 +361,7 @@ impl Worker {
             bandwidth,
             previous_ufrag: None,
             detached_until: None,
+            restart_deadline: None,
         };
         Self::touch(&mut self.touched, &mut peer, key);
         self.peers.insert(key, peer);
@@ -585,6 +592,7 @@ impl Worker {
                 match state {
                     RTCPeerConnectionState::Connected => {
                         peer.connected = true;
+                        peer.restart_deadline = None;
                         let participant_id = peer.participant_id.clone();
                         let room_key = peer.room;
                         // The new ICE path is up, so the ufrag from before a restart can go.
@@ -596,6 +604,19 @@ impl Worker {
                         self.request_keyframes_for(key, now);
                         self.renegotiate_if_needed(key);
                         self.notify_room(room_key);
+                    }
+                    RTCPeerConnectionState::Disconnected | RTCPeerConnectionState::Failed
+                        if peer.signals.is_some() =>
+                    {
+                        // A renegotiated session can recover on the same
+                        // connection: ask the client for an ICE restart, and
+                        // end the session only if it stays down.
+                        if let Some(signals) = &peer.signals {
+                            let _ = signals.send(PeerSignal::RestartIce);
+                        }
+                        if state == RTCPeerConnectionState::Failed && peer.restart_deadline.is_none() {
+                            peer.restart_deadline = Some(now + ICE_RESTART_GRACE);
+                        }
                     }
                     RTCPeerConnectionState::Failed => self.remove_peer(key, "connection failed"),
                     RTCPeerConnectionState::Closed => self.remove_peer(key, "connection closed"),

@@ -288,6 +288,15 @@ impl Worker {
         for key in expired {
             self.remove_peer(key, "signalling channel lost");
         }
+        let failed: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(_, peer)| peer.restart_deadline.is_some_and(|until| until <= now))
+            .map(|(key, _)| *key)
+            .collect();
+        for key in failed {
+            self.remove_peer(key, "connection failed");
+        }
     }
 }
 
