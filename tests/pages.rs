@@ -521,6 +521,35 @@ async fn resident_rejoins_after_network_drop_inside() {
     assert_eq!(joins, 1, "resident events: {resident_events:?}");
     assert!(!resident_events.contains(&"participant_left"), "resident events: {resident_events:?}");
 
+    // The resident reloads the page with the same link: the new connection
+    // replaces the old one and the session still has one resident.
+    browser.navigate(&resident.join_url).await.expect("reloading the resident's page failed");
+    wait_visible(&browser, "#start").await;
+    browser.click("#start").await.expect("clicking the start button after the reload failed");
+    let deadline = Instant::now() + MEDIA_TIMEOUT;
+    loop {
+        let stats = stats(&browser, &server).await;
+        if stats.media_flowing() && stats.state == "live" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the reloaded resident page was not live within {MEDIA_TIMEOUT:?}: {stats:?}\n{}",
+            server.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    step("resident reloaded and live again");
+    let session = grpc
+        .get_session(vpr_control::pb::GetSessionRequest { room_id: room.room_id.clone() })
+        .await
+        .unwrap_or_else(|status| panic!("GetSession failed: {status}"))
+        .into_inner();
+    let residents: Vec<_> = session.participants.iter().filter(|p| p.role == Role::Resident as i32).collect();
+    assert_eq!(residents.len(), 1, "resident participants after the reload: {residents:?}");
+    assert_eq!(residents[0].participant_id, resident.participant_id, "resident participant id after the reload");
+    assert_eq!(residents[0].left_at_unix_ms, 0, "the reload counted as leaving: {:?}", residents[0]);
+
     browser.delete().await.expect("closing Chromium failed");
 }
 

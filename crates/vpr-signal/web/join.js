@@ -1013,9 +1013,9 @@
     document.addEventListener("visibilitychange", () => {
       if (call.state === "live") keepScreenOn();
     });
-    window.addEventListener("pagehide", () => {
-      if (call.ws && !call.ended) send(call.ws, { type: "leave" });
-    });
+    // Closing or reloading the page sends no `leave`: a reload joins again
+    // and replaces this connection with the same participant, and a closed
+    // page ends when the server's resume grace runs out.
 
     applyLanguage();
     if (!claims) return showProblem("invalidLink", "", false);
