@@ -24,6 +24,8 @@ const CAP_KBPS: u32 = 500;
 const DOWN_DEADLINE: Duration = Duration::from_secs(2);
 /// Time allowed to reach the top layer on a clean link.
 const UP_DEADLINE: Duration = Duration::from_secs(8);
+/// Time allowed from connecting to the 2.5 Mbit/s top layer on a clean link.
+const INITIAL_RAMP: Duration = Duration::from_secs(3);
 /// Consecutive frames of one layer that count as having switched to it.
 const SETTLED_FRAMES: usize = 10;
 
@@ -103,17 +105,43 @@ fn logged_estimate_kbps(server: &TestServer, participant_id: &str) -> Option<f64
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulcast_layers_follow_capped_link() {
+    simulcast_call("INC-simulcast-cap", LayerSpec::default_set(), Phases::WithCap).await;
+}
+
+/// The top layer of this set needs an estimate above 2.5 Mbit/s, so
+/// reaching it within 3 s shows the estimate ramps that fast from its
+/// 300 kbit/s start on a clean link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn estimate_ramps_to_top_layer() {
+    let layers = vec![
+        LayerSpec::new("q", 150_000, 30),
+        LayerSpec::new("h", 600_000, 30),
+        LayerSpec::new("f", 2_500_000, 30),
+    ];
+    simulcast_call("INC-simulcast-ramp", layers, Phases::RampOnly).await;
+}
+
+/// What a simulcast call goes through.
+#[derive(PartialEq, Eq)]
+enum Phases {
+    /// Clean link, then the 500 kbit/s cap, then clean again.
+    WithCap,
+    /// Only the ramp to the top layer on a clean link, within 3 s.
+    RampOnly,
+}
+
+async fn simulcast_call(incident: &str, layers: Vec<LayerSpec>, phases: Phases) {
     let server = TestServer::start_with(ServerOptions {
         log_filter: Some("info,vpr_sfu::worker=debug,rtc=warn,webrtc=warn".to_owned()),
         ..ServerOptions::default()
     })
     .await;
     let mut grpc = server.grpc_client().await;
-    let room = create_room(&mut grpc, "INC-simulcast-cap").await;
+    let room = create_room(&mut grpc, incident).await;
     let resident = admit(&mut grpc, &room.room_id, "resident-simulcast", Role::Resident).await;
     let officer = admit(&mut grpc, &room.room_id, "officer-simulcast", Role::Officer).await;
 
-    let options = SimulcastOptions::new(LayerSpec::default_set());
+    let options = SimulcastOptions::new(layers);
     let publisher = SimulcastPublisher::start_with(&resident.whip_url, &resident.join_token, options)
         .await
         .unwrap_or_else(|error| panic!("simulcast publish failed: {error}\n{}", server.log_tail(40)));
@@ -144,11 +172,16 @@ async fn simulcast_layers_follow_capped_link() {
         });
     };
 
-    // Clean link: the top layer.
+    // Clean link: the top layer. The estimate starts at 300 kbit/s, so the
+    // first frames of the top layer (the first layer to open) do not count:
+    // the ramp starts from the first frame of a lower layer.
     let mut reached_top = None;
+    let mut ramp_start = None;
     while start.elapsed() < UP_DEADLINE {
         sample(&mut trace, &subscriber);
-        reached_top = settled_on(&subscriber.timed_frame_log(), TOP_LAYER, start);
+        let frames = subscriber.timed_frame_log();
+        ramp_start = ramp_start.or_else(|| frames.iter().find(|(_, f)| f.layer != Some(TOP_LAYER)).map(|(at, _)| *at));
+        reached_top = ramp_start.and_then(|since| settled_on(&frames, TOP_LAYER, since));
         if reached_top.is_some() {
             break;
         }
@@ -162,11 +195,24 @@ async fn simulcast_layers_follow_capped_link() {
         )
     });
     println!("top layer after {:?} on a clean link", reached_top.duration_since(start));
-    // Hold the top layer for 2 s so the estimate settles.
+    if phases == Phases::RampOnly {
+        println!("estimate {:?} kbit/s", logged_estimate_kbps(&server, &participant));
+        assert!(
+            reached_top.duration_since(start) <= INITIAL_RAMP,
+            "the top layer took {:?} from connecting on a clean link (limit {INITIAL_RAMP:?})",
+            reached_top.duration_since(start)
+        );
+        return;
+    }
+    // Hold the top layer for 2 s so the estimate settles; a steady layer
+    // costs no keyframe request.
+    let requests_before_hold = server.metric_sum("vpr_keyframe_requests_sent_total").await.unwrap_or(0.0);
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(250)).await;
         sample(&mut trace, &subscriber);
     }
+    let requests_after_hold = server.metric_sum("vpr_keyframe_requests_sent_total").await.unwrap_or(0.0);
+    assert_eq!(requests_after_hold, requests_before_hold, "keyframe requests while the layer was steady");
 
     // Capped link: the lowest layer within 2 s.
     relay.set(Direction::Downstream, Impairment::none().with_rate_kbps(CAP_KBPS));
@@ -261,6 +307,11 @@ async fn simulcast_layers_follow_capped_link() {
         let gap = longest_gap(&frames, switched_at - Duration::from_millis(700), switched_at + Duration::from_millis(700));
         assert!(gap <= FREEZE, "a {gap:?} freeze at the {name}ward switch");
     }
+    // One request starts the first layer; every other one is a switch.
+    assert!(
+        keyframe_requests <= switches + 2.0,
+        "{keyframe_requests} keyframe requests upstream for {switches} layer switches"
+    );
     let overall = longest_gap(&frames, reached_top, end);
     println!("longest gap between complete frames from the first top-layer frame on: {overall:?}");
 

@@ -67,6 +67,9 @@ pub enum Rewrite {
 const NO_MAPPING: u8 = 0;
 const NO_PAYLOAD_TYPE: u8 = 0xff;
 
+/// CSRCs in a padding packet: the most an RTP header holds.
+const PADDING_CSRC_COUNT: usize = 15;
+
 /// Changes of the sequence offset remembered per source; a late packet
 /// older than all of them is too old to number without a collision.
 const OFFSET_MEMORY: usize = 64;
@@ -228,6 +231,10 @@ impl DownTrack {
         packet.header.sequence_number = last.seq;
         packet.header.timestamp = last.timestamp;
         packet.header.ssrc = self.ssrc;
+        // The library pads an empty payload to four bytes only. A full CSRC
+        // list, which receivers ignore on a padding packet, makes each probe
+        // packet carry 60 more bytes.
+        packet.header.csrc = vec![self.ssrc; PADDING_CSRC_COUNT];
         Some(packet)
     }
 

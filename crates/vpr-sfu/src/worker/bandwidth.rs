@@ -4,7 +4,7 @@
 //! A probe cluster is sent as padding-only packets on a video down-track,
 //! right after a frame's last packet so that none lands inside a frame.
 //! The library pads an empty payload to four bytes, so these packets are
-//! small and a cluster takes many of them.
+//! small (84 bytes with a full CSRC list) and a cluster takes many of them.
 
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -18,11 +18,11 @@ const MEDIA_RATE_WINDOW: Duration = Duration::from_millis(500);
 /// Most padding packets sent after one frame. A larger burst overflows the
 /// default receive buffer of a client socket on loopback.
 const MAX_PADDING_PER_FRAME: usize = 96;
-/// RTP size of a padding-only packet: header, transport-wide sequence
-/// number extension and four bytes of padding.
-const PADDING_PACKET_BYTES: u64 = 24;
+/// RTP size of a padding-only packet: header with fifteen CSRCs,
+/// transport-wide sequence number extension and four bytes of padding.
+const PADDING_PACKET_BYTES: u64 = 84;
 /// Interval of the estimate's debug log line.
-const LOG_INTERVAL: Duration = Duration::from_secs(1);
+const LOG_INTERVAL: Duration = Duration::from_millis(500);
 
 /// A probe cluster being sent.
 struct ActiveProbe {
