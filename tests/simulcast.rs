@@ -35,6 +35,7 @@ struct Sample {
     estimate_kbps: Option<f64>,
     layer: Option<u8>,
     received_kbps: f64,
+    capped: bool,
 }
 
 /// Returns when the last `SETTLED_FRAMES` frames completed after `since`
@@ -163,12 +164,14 @@ async fn simulcast_call(incident: &str, layers: Vec<LayerSpec>, phases: Phases) 
     let participant = officer.participant_id.clone();
     let sample = |trace: &mut Vec<Sample>, subscriber: &RelayedSubscriber| {
         let now = Instant::now();
+        let capped = relay.impairment(Direction::Downstream).rate_kbps.is_some();
         let frames = subscriber.timed_frame_log();
         trace.push(Sample {
             at: now.duration_since(start),
             estimate_kbps: logged_estimate_kbps(&server, &participant),
             layer: frames.last().and_then(|(_, f)| f.layer),
             received_kbps: received_kbps(&frames, now, Duration::from_millis(500)),
+            capped,
         });
     };
 
@@ -262,11 +265,11 @@ async fn simulcast_call(incident: &str, layers: Vec<LayerSpec>, phases: Phases) 
     let switches = server.metric_sum("vpr_layer_switches_total").await.unwrap_or(0.0);
 
     // The trace is kept for the plot in BENCHMARKS.md.
-    let mut csv = String::from("seconds,estimate_kbps,layer,received_kbps\n");
+    let mut csv = String::from("seconds,estimate_kbps,layer,received_kbps,capped\n");
     for s in &trace {
         let estimate = s.estimate_kbps.map(|e| format!("{e:.0}")).unwrap_or_default();
         let layer = s.layer.map(|l| l.to_string()).unwrap_or_default();
-        let _ = writeln!(csv, "{:.2},{estimate},{layer},{:.0}", s.at.as_secs_f64(), s.received_kbps);
+        let _ = writeln!(csv, "{:.2},{estimate},{layer},{:.0},{}", s.at.as_secs_f64(), s.received_kbps, u8::from(s.capped));
     }
     let artifacts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts/simulcast");
     std::fs::create_dir_all(&artifacts).expect("creating the artifact directory failed");
