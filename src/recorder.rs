@@ -41,15 +41,14 @@ async fn record(store: &Store, event: &MediaEvent) -> Result<(), vpr_store::Stor
             let detail = serde_json::json!({ "reason": "replaced by a new connection" }).to_string();
             append(store, room_id, "participant_reconnected", Some(participant_id), None, detail, *at_ms).await
         }
-        MediaEvent::QualityReport { participant_id, bitrate_kbps, packet_loss, rtt_ms, at_ms, .. } => {
-            let previous = store.quality(participant_id).await?;
+        MediaEvent::QualityReport { participant_id, bitrate_kbps, packet_loss, rtt_ms, layer_changes, at_ms, .. } => {
             store
                 .upsert_quality(QualityRow {
                     participant_id: participant_id.clone(),
                     bitrate_kbps: *bitrate_kbps,
                     packet_loss: *packet_loss,
                     rtt_ms: *rtt_ms,
-                    layer_changes: previous.map(|q| q.layer_changes).unwrap_or(0),
+                    layer_changes: i64::try_from(*layer_changes).unwrap_or(i64::MAX),
                     updated_at_ms: *at_ms,
                 })
                 .await

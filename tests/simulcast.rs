@@ -318,6 +318,20 @@ async fn simulcast_call(incident: &str, layers: Vec<LayerSpec>, phases: Phases) 
     let overall = longest_gap(&frames, reached_top, end);
     println!("longest gap between complete frames from the first top-layer frame on: {overall:?}");
 
+    // The session record counts the officer's layer switches, as of the
+    // last quality report (every 2 s).
+    let session = grpc
+        .get_session(vpr_control::pb::GetSessionRequest { room_id: room.room_id.clone() })
+        .await
+        .expect("GetSession failed")
+        .into_inner();
+    let quality = session
+        .quality
+        .iter()
+        .find(|q| q.participant_id == officer.participant_id)
+        .unwrap_or_else(|| panic!("no quality summary for the officer: {:?}", session.quality));
+    assert!(quality.layer_changes >= 2, "layer changes in the session record: {quality:?}");
+
     subscriber.stop().await.expect("WHEP DELETE failed");
     publisher.stop().await.expect("WHIP DELETE failed");
 }

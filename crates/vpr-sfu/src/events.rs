@@ -84,6 +84,8 @@ pub enum MediaEvent {
         packet_loss: f64,
         /// Worst round-trip time in milliseconds; 0 when unknown.
         rtt_ms: f64,
+        /// Simulcast layer switches of the participant's down-tracks so far.
+        layer_changes: u64,
         /// When it was measured.
         at_ms: i64,
     },

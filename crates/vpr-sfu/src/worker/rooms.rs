@@ -27,12 +27,14 @@ impl Worker {
     /// participant, with alert changes.
     pub(super) fn report_quality(&mut self, now: Instant) {
         let mut samples: HashMap<(RoomKey, String), QualitySample> = HashMap::new();
+        let mut layer_changes: HashMap<(RoomKey, String), u64> = HashMap::new();
         for peer in self.peers.values_mut() {
             if !peer.connected {
                 continue;
             }
             let report = peer.pc.get_stats(now, StatsSelector::None);
             let Some(sample) = peer.quality.update(now, transport_counters(&report)) else { continue };
+            *layer_changes.entry((peer.room, peer.participant_id.clone())).or_insert(0) += peer.layer_changes;
             samples
                 .entry((peer.room, peer.participant_id.clone()))
                 .and_modify(|combined| *combined = combined.combine(sample))
@@ -62,6 +64,7 @@ impl Worker {
                 bitrate_kbps: sample.bitrate_kbps,
                 packet_loss: sample.packet_loss,
                 rtt_ms,
+                layer_changes: layer_changes.get(&(room_key, participant_id.clone())).copied().unwrap_or(0),
                 at_ms,
             });
             let change = room.alerts.entry(participant_id.clone()).or_default().update(&sample);
