@@ -1,0 +1,169 @@
+//! Headless Chromium publishes its fake camera at 1280x720 as three rid
+//! simulcast encodings over WHIP, and a webrtc-rs WHEP subscriber receives
+//! the room. The server's transport-wide feedback must let Chromium's
+//! send-side estimate (`availableOutgoingBitrate`) pass 1.5 Mbit/s within
+//! 10 s with all three encodings sending, and the subscriber must receive
+//! video.
+//!
+//! Like chromium_whip.rs, the test re-runs itself inside a network
+//! namespace with only `lo`. Needs root and Debian's `chromium` and
+//! `chromium-driver` packages.
+
+#[allow(dead_code)]
+mod chromium;
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use chromium::page_server::PageServer;
+use chromium::rerun::{assert_only_loopback, in_namespace, rerun_in_namespace};
+use chromium::webdriver::ChromeDriver;
+use common::{admit, create_room, TestServer};
+use serde::Deserialize;
+use vpr_bench::client::WhepSubscriber;
+use vpr_control::pb::Role;
+
+const PAGE: &str = include_str!("chromium/page.html");
+const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Time from the WHIP answer allowed for the estimate to pass the goal.
+const ESTIMATE_DEADLINE: Duration = Duration::from_secs(10);
+/// Chromium's send-side estimate the server's feedback must allow, in bit/s.
+const ESTIMATE_GOAL: f64 = 1_500_000.0;
+const RIDS: [&str; 3] = ["q", "h", "f"];
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Negotiation {
+    status: u16,
+    answer_sdp: String,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(rename_all = "camelCase")]
+struct EncodingStats {
+    bytes_sent: u64,
+    frame_width: u32,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(rename_all = "camelCase")]
+struct SimulcastStats {
+    connection_state: String,
+    available_outgoing_bitrate: f64,
+    encodings: HashMap<String, EncodingStats>,
+}
+
+#[test]
+fn chromium_simulcast_estimate_and_layers() {
+    if in_namespace() {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("building the tokio runtime failed")
+            .block_on(simulcast_inside());
+    } else {
+        rerun_in_namespace("chromium_simulcast_estimate_and_layers", RUN_TIMEOUT);
+    }
+}
+
+async fn simulcast_inside() {
+    assert_only_loopback();
+    let server = TestServer::start().await;
+    let mut grpc = server.grpc_client().await;
+    let room = create_room(&mut grpc, "INC-chromium-simulcast").await;
+    let resident = admit(&mut grpc, &room.room_id, "resident-simulcast-chromium", Role::Resident).await;
+    let officer = admit(&mut grpc, &room.room_id, "officer-simulcast-chromium", Role::Officer).await;
+
+    let page = PageServer::start(PAGE).await.expect("starting the page server failed");
+    let temp = tempfile::tempdir().expect("creating a temp dir failed");
+    let driver = ChromeDriver::start(&temp.path().join("chromedriver.log"))
+        .await
+        .unwrap_or_else(|error| panic!("starting ChromeDriver failed: {error}"));
+    let browser = driver
+        .new_session(&chromium_args(&temp.path().join("profile")), SCRIPT_TIMEOUT)
+        .await
+        .unwrap_or_else(|error| panic!("starting Chromium failed: {error}\n{}", driver.log_tail(40)));
+    browser.navigate(&page.url()).await.expect("loading the test page failed");
+    let value = browser
+        .call("publishSimulcast", &[resident.whip_url.as_str().into(), resident.join_token.as_str().into()])
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", server.log_tail(40)));
+    let negotiation: Negotiation = serde_json::from_value(value).expect("decoding the WHIP result failed");
+    assert_eq!(negotiation.status, 201, "WHIP status; body: {}", negotiation.answer_sdp);
+    assert!(negotiation.answer_sdp.contains("a=simulcast:recv"), "the answer declines simulcast:\n{}", negotiation.answer_sdp);
+    let answered = Instant::now();
+
+    let subscriber = WhepSubscriber::start(&officer.whep_url, &officer.join_token)
+        .await
+        .unwrap_or_else(|error| panic!("WHEP subscribe failed: {error}\n{}", server.log_tail(40)));
+
+    let mut first = None;
+    let mut passed_at = None;
+    let mut last: Option<SimulcastStats> = None;
+    while answered.elapsed() < ESTIMATE_DEADLINE + Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let value = browser.call("simulcastStats", &[]).await.expect("simulcastStats failed");
+        let stats: SimulcastStats = serde_json::from_value(value).expect("decoding simulcastStats failed");
+        println!(
+            "[{:>5.1?}] {} estimate {:.0} kbit/s, encodings {:?}",
+            answered.elapsed(),
+            stats.connection_state,
+            stats.available_outgoing_bitrate / 1000.0,
+            stats.encodings.iter().map(|(rid, e)| (rid.clone(), e.bytes_sent, e.frame_width)).collect::<Vec<_>>()
+        );
+        if first.is_none() && stats.connection_state == "connected" {
+            first = Some(stats.clone());
+        }
+        if passed_at.is_none() && stats.available_outgoing_bitrate > ESTIMATE_GOAL {
+            passed_at = Some(answered.elapsed());
+        }
+        last = Some(stats);
+    }
+    let first = first.expect("the publisher never connected");
+    let last = last.expect("no stats");
+    let received = subscriber.stats();
+    println!("subscriber: {} video frames, {} keyframes", received.video.frames, received.video.keyframes);
+
+    assert!(
+        passed_at.is_some_and(|at| at <= ESTIMATE_DEADLINE),
+        "availableOutgoingBitrate did not pass {ESTIMATE_GOAL} bit/s within {ESTIMATE_DEADLINE:?} (passed at {passed_at:?}); last {last:?}"
+    );
+    for rid in RIDS {
+        let (Some(before), Some(after)) = (first.encodings.get(rid), last.encodings.get(rid)) else {
+            panic!("encoding {rid} missing from the stats: {last:?}");
+        };
+        assert!(after.bytes_sent > before.bytes_sent + 10_000, "encoding {rid} stopped sending: {before:?} -> {after:?}");
+    }
+    let width = |rid: &str| last.encodings.get(rid).map_or(0, |e| e.frame_width);
+    assert!(width("f") > width("h") && width("h") > width("q"), "encoding widths q {} h {} f {}", width("q"), width("h"), width("f"));
+    assert!(received.video.frames > 30, "the subscriber received {} video frames", received.video.frames);
+    subscriber.stop().await.expect("WHEP DELETE failed");
+    browser.delete().await.expect("closing Chromium failed");
+}
+
+fn chromium_args(profile: &Path) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",
+        "--allow-loopback-in-peer-connection",
+        "--disable-features=WebRtcHideLocalIpsWithMdns",
+        "--disable-background-timer-throttling",
+        "--disable-renderer-backgrounding",
+    ]
+    .map(str::to_owned)
+    .into();
+    args.push(format!("--user-data-dir={}", profile.display()));
+    args
+}
