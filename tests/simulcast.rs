@@ -308,6 +308,7 @@ async fn simulcast_call(incident: &str, layers: Vec<LayerSpec>, phases: Phases) 
     // of the new layer, complete frames keep coming.
     for (name, switched_at) in [("down", reached_lowest), ("up", back_on_top)] {
         let gap = longest_gap(&frames, switched_at - Duration::from_millis(700), switched_at + Duration::from_millis(700));
+        println!("longest gap around the {name}ward switch: {gap:?}");
         assert!(gap <= FREEZE, "a {gap:?} freeze at the {name}ward switch");
     }
     // One request starts the first layer; every other one is a switch.

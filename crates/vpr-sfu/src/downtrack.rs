@@ -82,6 +82,8 @@ struct SourceMapping {
     ts_in_base: u32,
     ts_out_base: u32,
     highest_in_seq: u16,
+    /// Packets from the first forwarded (0) to the newest, across wraps.
+    highest_extended: i64,
     /// Changes of `seq_out_base`, oldest first, as (incoming sequence
     /// number, change). A change applies to the packets after that number:
     /// -1 for a padding packet dropped there, +1 for a padding packet the
@@ -263,15 +265,19 @@ impl DownTrack {
         };
 
         let in_seq = packet.header.sequence_number;
-        let distance = in_seq.wrapping_sub(mapping.seq_in_base) as i16;
-        if distance < 0 {
+        // Sequence numbers wrap every 65536 packets, so the packet's distance
+        // is taken from the newest one, then compared with the first.
+        let from_highest = i64::from(in_seq.wrapping_sub(mapping.highest_in_seq) as i16);
+        let extended = mapping.highest_extended + from_highest;
+        if extended < 0 {
             return Rewrite::TooOld;
         }
         let is_padding_only = packet.payload.is_empty() && packet.header.padding;
-        let is_next = in_seq == mapping.highest_in_seq.wrapping_add(1);
+        let is_next = from_highest == 1;
         if is_next && is_padding_only {
             // Close the gap the dropped packet would leave.
             mapping.highest_in_seq = in_seq;
+            mapping.highest_extended = extended;
             mapping.change_offset(in_seq, -1);
             return Rewrite::PaddingDropped;
         }
@@ -282,8 +288,9 @@ impl DownTrack {
         let Some(out_seq) = mapping.out_seq(in_seq) else {
             return Rewrite::TooOld;
         };
-        if (in_seq.wrapping_sub(mapping.highest_in_seq) as i16) > 0 {
+        if from_highest > 0 {
             mapping.highest_in_seq = in_seq;
+            mapping.highest_extended = extended;
         }
 
         let out_ts = packet
@@ -331,6 +338,7 @@ impl DownTrack {
             ts_in_base: packet.header.timestamp,
             ts_out_base,
             highest_in_seq: packet.header.sequence_number,
+            highest_extended: 0,
             offset_changes: VecDeque::new(),
         }
     }
@@ -526,6 +534,30 @@ mod tests {
         assert_eq!(track.rewrite(&mut next, now), Rewrite::Forward);
         assert_eq!(next.header.sequence_number, 0);
         assert_eq!(next.header.timestamp, 89);
+    }
+
+    #[test]
+    fn forwarding_continues_past_half_the_sequence_space() {
+        let (publisher, subscriber) = legs();
+        let mut track = DownTrack::new(42, true).with_initial(0, 0);
+        track.bind(&publisher, &subscriber);
+        let now = Instant::now();
+        let mut key = packet(100, 0, true);
+        assert_eq!(track.rewrite(&mut key, now), Rewrite::Forward);
+        // Three times round the sequence space, in order.
+        for step in 1..=200_000u32 {
+            let mut next = packet(100u16.wrapping_add(step as u16), step * 10, false);
+            assert_eq!(track.rewrite(&mut next, now), Rewrite::Forward, "packet {step} after the first");
+            assert_eq!(next.header.sequence_number, step as u16);
+        }
+        // A packet from before the first one forwarded is still too old
+        // right after the start, but not after a wrap.
+        let mut fresh = DownTrack::new(43, true).with_initial(0, 0);
+        fresh.bind(&publisher, &subscriber);
+        let mut first = packet(500, 0, true);
+        assert_eq!(fresh.rewrite(&mut first, now), Rewrite::Forward);
+        let mut before = packet(499, 0, false);
+        assert_eq!(fresh.rewrite(&mut before, now), Rewrite::TooOld);
     }
 
     #[test]

@@ -41,6 +41,10 @@ pub use negotiate::Direction;
 
 use worker::{Command, SessionSetup, Worker};
 
+/// Buffer size asked for on the media socket in each direction. The kernel
+/// caps it at `net.core.rmem_max` and `net.core.wmem_max`.
+const SOCKET_BUFFER_BYTES: usize = 4 << 20;
+
 /// A request to start a WHIP or WHEP session.
 #[derive(Debug, Clone)]
 pub struct SessionRequest {
@@ -153,7 +157,19 @@ impl MediaHandle {
         config: MediaConfig,
         events: mpsc::UnboundedSender<MediaEvent>,
     ) -> std::io::Result<(MediaHandle, JoinHandle<()>)> {
-        let socket = Arc::new(UdpSocket::bind(config.udp_listen).await?);
+        let socket = UdpSocket::bind(config.udp_listen).await?;
+        // One socket carries every participant's media: a burst from many
+        // publishers overflows the kernel's default buffers.
+        let socket_ref = socket2::SockRef::from(&socket);
+        for (what, result) in [
+            ("receive", socket_ref.set_recv_buffer_size(SOCKET_BUFFER_BYTES)),
+            ("send", socket_ref.set_send_buffer_size(SOCKET_BUFFER_BYTES)),
+        ] {
+            if let Err(err) = result {
+                tracing::warn!(error = %err, "setting the media socket's {what} buffer size failed");
+            }
+        }
+        let socket = Arc::new(socket);
         let local_addr = socket.local_addr()?;
         let metrics = Arc::new(Metrics::default());
         let (commands, receiver) = mpsc::unbounded_channel();

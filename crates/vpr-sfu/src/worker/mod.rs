@@ -60,6 +60,9 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(100);
 const QUALITY_INTERVAL: Duration = Duration::from_secs(2);
 /// Interval at which the active speaker is re-evaluated.
 const SPEAKER_INTERVAL: Duration = Duration::from_millis(300);
+/// An estimate that falls below this fraction of its previous value is
+/// acted on at once.
+const ESTIMATE_DROP_REALLOCATE: f64 = 0.8;
 /// How long a renegotiated session whose connection failed waits for the
 /// client's ICE restart.
 const ICE_RESTART_GRACE: Duration = Duration::from_secs(15);
@@ -561,9 +564,16 @@ impl Worker {
             self.handle_feedback(key, &track_id, &packets, now);
         }
 
+        let mut estimate_fell = false;
         if let Some(peer) = self.peers.get_mut(&key) {
             if let Some(bandwidth) = peer.bandwidth.as_mut() {
-                if bandwidth.drain_feedback(now) && peer.connected {
+                let before = bandwidth.estimate_bps();
+                let log_due = bandwidth.drain_feedback(now);
+                // A falling estimate means congestion now: re-allocating at
+                // once instead of at the next housekeeping pass saves a
+                // congested link up to 100 ms of queue.
+                estimate_fell = bandwidth.estimate_bps() < before * ESTIMATE_DROP_REALLOCATE;
+                if log_due && peer.connected {
                     let snapshot = bandwidth.snapshot(now);
                     debug!(session_id = %peer.session_id, participant_id = %peer.participant_id,
                         estimate_bps = snapshot.estimate_bps as u64,
@@ -579,6 +589,9 @@ impl Worker {
             // Handling above may have queued more output on this connection.
             flush_writes(&self.socket, &self.metrics, &mut peer.pc);
             peer.deadline = peer.pc.poll_timeout();
+        }
+        if estimate_fell {
+            self.allocate_peer(key, now);
         }
     }
 
