@@ -14,9 +14,10 @@ mod chromium;
 mod common;
 
 use std::collections::HashMap;
-use std::path::Path;
+
 use std::time::{Duration, Instant};
 
+use chromium::args::headless_args;
 use chromium::page_server::PageServer;
 use chromium::rerun::{assert_only_loopback, in_namespace, rerun_in_namespace};
 use chromium::webdriver::ChromeDriver;
@@ -84,7 +85,7 @@ async fn simulcast_inside() {
         .await
         .unwrap_or_else(|error| panic!("starting ChromeDriver failed: {error}"));
     let browser = driver
-        .new_session(&chromium_args(&temp.path().join("profile")), SCRIPT_TIMEOUT)
+        .new_session(&headless_args(&temp.path().join("profile")), SCRIPT_TIMEOUT)
         .await
         .unwrap_or_else(|error| panic!("starting Chromium failed: {error}\n{}", driver.log_tail(40)));
     browser.navigate(&page.url()).await.expect("loading the test page failed");
@@ -145,25 +146,3 @@ async fn simulcast_inside() {
     browser.delete().await.expect("closing Chromium failed");
 }
 
-fn chromium_args(profile: &Path) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--use-fake-device-for-media-stream",
-        "--use-fake-ui-for-media-stream",
-        "--allow-loopback-in-peer-connection",
-        "--disable-features=WebRtcHideLocalIpsWithMdns",
-        "--disable-background-timer-throttling",
-        "--disable-renderer-backgrounding",
-    ]
-    .map(str::to_owned)
-    .into();
-    args.push(format!("--user-data-dir={}", profile.display()));
-    args
-}

@@ -12,13 +12,14 @@ mod chromium;
 mod common;
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
+
 use std::process::{ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use chromium::netns::NetNamespace;
+use chromium::args::headless_args;
 use chromium::page_server::PageServer;
 use chromium::webdriver::{ChromeDriver, Session};
 use common::{admit, create_room, TestServer};
@@ -206,7 +207,7 @@ async fn publish_and_receive() {
         .await
         .unwrap_or_else(|error| panic!("starting ChromeDriver failed: {error}"));
     let browser = driver
-        .new_session(&chromium_args(&temp.path().join("profile")), SCRIPT_TIMEOUT)
+        .new_session(&headless_args(&temp.path().join("profile")), SCRIPT_TIMEOUT)
         .await
         .unwrap_or_else(|error| {
             panic!("starting Chromium failed: {error}\n{}", driver.log_tail(40))
@@ -383,35 +384,6 @@ fn assert_only_loopback() {
         ["lo"],
         "{IN_NETNS_VAR} is set but this is not a loopback-only network namespace"
     );
-}
-
-/// Chromium flags for a headless, loopback-only run with fake media devices.
-fn chromium_args(profile: &Path) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--use-fake-device-for-media-stream",
-        "--use-fake-ui-for-media-stream",
-        // Without it Chromium gathers no candidate when only `lo` exists.
-        "--allow-loopback-in-peer-connection",
-        // Without it host candidates are `*.local` mDNS names.
-        "--disable-features=WebRtcHideLocalIpsWithMdns",
-        // The two pages share one browser, and these keep the page that is
-        // not in front sending and decoding at full rate.
-        "--disable-background-timer-throttling",
-        "--disable-renderer-backgrounding",
-        "--disable-backgrounding-occluded-windows",
-    ]
-    .map(str::to_owned)
-    .into();
-    args.push(format!("--user-data-dir={}", profile.display()));
-    args
 }
 
 /// Calls a page function and decodes its result. Panics with the error and

@@ -767,32 +767,13 @@ async fn resident_page_in_french_inside() {
 /// Chromium flags for a headless, loopback-only run with fake media
 /// devices, as in chromium_whip.rs, with an optional UI language.
 fn chromium_args(profile: &Path, language: Option<&str>) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--use-fake-device-for-media-stream",
-        "--use-fake-ui-for-media-stream",
-        "--allow-loopback-in-peer-connection",
-        "--disable-features=WebRtcHideLocalIpsWithMdns",
-        "--disable-background-timer-throttling",
-        "--disable-renderer-backgrounding",
-        "--disable-backgrounding-occluded-windows",
-        "--hide-scrollbars",
-    ]
-    .map(str::to_owned)
-    .into();
+    let mut args = chromium::args::headless_args(profile);
+    args.push("--hide-scrollbars".to_owned());
     if let Some(language) = language {
         args.push(format!("--lang={language}"));
         // Headless Chromium takes `navigator.language` from this one.
         args.push(format!("--accept-lang={language}"));
     }
-    args.push(format!("--user-data-dir={}", profile.display()));
     args
 }
 
