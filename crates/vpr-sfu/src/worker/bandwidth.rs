@@ -36,6 +36,9 @@ pub(super) struct Bandwidth {
     estimator: SendSideEstimator,
     reports: ReportQueue,
     probe: Option<ActiveProbe>,
+    /// The subscriber sent a REMB, so the estimate holds even without
+    /// transport-wide feedback.
+    remb_seen: bool,
     /// Whether a higher estimate would give some down-track a better layer;
     /// probing is pointless otherwise.
     constrained: bool,
@@ -52,6 +55,7 @@ impl Bandwidth {
             estimator: SendSideEstimator::new(EstimatorConfig::default(), now),
             reports,
             probe: None,
+            remb_seen: false,
             constrained: false,
             window_start: now,
             window_bytes: 0,
@@ -81,6 +85,22 @@ impl Bandwidth {
             return true;
         }
         false
+    }
+
+    /// Applies a REMB value from the subscriber.
+    pub fn on_remb(&mut self, now: Instant, bitrate_bps: f64) {
+        self.remb_seen = true;
+        self.estimator.on_remb(now, bitrate_bps);
+    }
+
+    /// Applies the loss fraction of a receiver report from the subscriber.
+    pub fn on_receiver_report(&mut self, now: Instant, fraction_lost: f32) {
+        self.estimator.on_receiver_report(now, fraction_lost, None);
+    }
+
+    /// Returns true once the subscriber sent a REMB.
+    pub fn remb_seen(&self) -> bool {
+        self.remb_seen
     }
 
     /// Returns the estimator's state for a log line.

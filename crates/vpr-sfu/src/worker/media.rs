@@ -3,6 +3,8 @@
 
 use super::*;
 use rtc::rtp_transceiver::RTCRtpSenderId;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::shared::marshal::MarshalSize;
 
 impl Worker {
@@ -228,6 +230,7 @@ impl Worker {
             .filter(|p| p.as_any().downcast_ref::<TransportLayerNack>().is_some())
             .count();
         Metrics::add(&self.metrics.nacks_received, nacks as u64);
+        self.feed_receiver_feedback(subscriber, packets, now);
         let wants_keyframe = packets.iter().any(|p| {
             p.as_any().downcast_ref::<PictureLossIndication>().is_some()
                 || p.as_any().downcast_ref::<FullIntraRequest>().is_some()
@@ -245,6 +248,22 @@ impl Worker {
             return;
         };
         request_layer_keyframe(peers, touched, metrics, publication, layer, now);
+    }
+
+    /// Feeds REMB and receiver-report loss from a subscriber to its
+    /// estimator: the estimate of clients without transport-wide feedback.
+    fn feed_receiver_feedback(&mut self, subscriber: PeerKey, packets: &[Box<dyn rtc::rtcp::Packet>], now: Instant) {
+        let Some(bandwidth) = self.peers.get_mut(&subscriber).and_then(|p| p.bandwidth.as_mut()) else { return };
+        for packet in packets {
+            let any = packet.as_any();
+            if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
+                bandwidth.on_remb(now, f64::from(remb.bitrate));
+            } else if let Some(report) = any.downcast_ref::<ReceiverReport>() {
+                if let Some(block) = report.reports.first() {
+                    bandwidth.on_receiver_report(now, f32::from(block.fraction_lost) / 256.0);
+                }
+            }
+        }
     }
 
     /// Asks for a keyframe of the target layer of every video down-track of

@@ -725,14 +725,14 @@ impl Worker {
 impl Peer {
     /// Returns the bandwidth toward this peer that its down-tracks may use:
     /// the send-side estimate when the peer negotiated transport-wide
-    /// feedback, unlimited otherwise.
+    /// feedback or sends REMB, unlimited otherwise.
     fn estimate_bps(&self, _now: Instant) -> f64 {
         let reports_feedback = self
             .slots
             .iter()
             .any(|slot| slot.leg.extensions.iter().any(|e| e.uri == crate::downtrack::TRANSPORT_CC_URI));
         match &self.bandwidth {
-            Some(bandwidth) if reports_feedback => bandwidth.estimate_bps(),
+            Some(bandwidth) if reports_feedback || bandwidth.remb_seen() => bandwidth.estimate_bps(),
             _ => f64::INFINITY,
         }
     }
