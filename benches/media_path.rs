@@ -1,8 +1,8 @@
 //! Micro-benchmarks of the per-packet media path: down-track rewrite, fan-out,
-//! RTP and RTCP parsing, datagram classification, and the floor every SFU
-//! pays per outbound packet here: SRTP protect plus one UDP send to a socket
-//! bound on loopback, so the kernel's delivery is counted as it is for the
-//! server.
+//! RTP and RTCP parsing, datagram classification, the layer allocator, and
+//! the floor every SFU pays per outbound packet here: SRTP protect plus one
+//! UDP send to a socket bound on loopback, so the kernel's delivery is
+//! counted as it is for the server.
 //!
 //! Run: `cargo bench --bench media_path`.
 
@@ -22,6 +22,7 @@ use rtc::rtp::packet::Packet;
 use rtc::shared::marshal::{Marshal, Unmarshal};
 use rtc::srtp::context::Context;
 use rtc::srtp::protection_profile::ProtectionProfile;
+use vpr_sfu::allocator::{allocate, Demand, Priority};
 use vpr_sfu::datagram::classify;
 use vpr_sfu::downtrack::{DownTrack, LegParameters, NegotiatedCodec, NegotiatedExtension, TRANSPORT_CC_URI};
 
@@ -178,5 +179,25 @@ fn floor(c: &mut Criterion) {
     let _ = reader.join();
 }
 
-criterion_group!(benches, forwarder, parsing, floor);
+/// One subscriber's layer decision: audio, the resident's three-layer video
+/// and two officers' three-layer video against an estimate that fits some
+/// upgrades but not all. The worker runs it every 100 ms per subscriber.
+fn allocator(c: &mut Criterion) {
+    let video = |priority, current| Demand {
+        priority,
+        layers: vec![(2, 150_000), (1, 500_000), (0, 1_500_000)],
+        current,
+    };
+    let demands = vec![
+        Demand { priority: Priority::Audio, layers: vec![(0, 40_000)], current: Some(0) },
+        video(Priority::ResidentVideo, Some(0)),
+        video(Priority::OtherVideo, Some(1)),
+        video(Priority::OtherVideo, Some(2)),
+    ];
+    c.bench_function("allocator/decision_4_tracks", |b| {
+        b.iter(|| black_box(allocate(black_box(2_400_000.0), black_box(&demands))))
+    });
+}
+
+criterion_group!(benches, forwarder, parsing, floor, allocator);
 criterion_main!(benches);

@@ -1,7 +1,9 @@
 //! `vpr-bench run` against a real server: one room, a resident publishing
 //! the test clip, two officers receiving it. A run within its thresholds
 //! exits 0 and writes a JSON report with the measured figures. A run with
-//! an impossible threshold exits 1 and names the threshold it missed.
+//! an impossible threshold exits 1 and names the threshold it missed. A run
+//! with the synthetic publisher delivers its packet rate to every subscriber
+//! and measures the server's CPU per forwarded packet.
 //!
 //! The `vpr-bench` binary belongs to the vpr-bench package, so this test
 //! takes it from the workspace's target directory beside `vpr-server`;
@@ -150,4 +152,52 @@ async fn bench_run_meets_and_misses_thresholds() {
     assert_eq!(report["thresholds"][0]["name"], "max-first-frame-p95-ms");
     assert_eq!(report["thresholds"][0]["passed"], Value::Bool(false));
     assert!(number(&report, "/video/frames_received") > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_run_with_synthetic_publisher_delivers_its_rate() {
+    const RATE: f64 = 200.0;
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().expect("creating a temp dir failed");
+    let report_path = dir.path().join("synthetic.json");
+    let output = run_bench(
+        &server,
+        &report_path,
+        9,
+        &["--synthetic-rate", "200", "--payload", "1200", "--steady-after-s", "4"],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{}", server.log_tail(40));
+
+    let report = read_report(&report_path);
+    assert_eq!(number(&report, "/scenario/synthetic_rate"), RATE);
+    assert_eq!(number(&report, "/subscribers/connected"), 2.0);
+    assert_eq!(number(&report, "/subscribers_without_frames"), 0.0);
+    assert_eq!(number(&report, "/tracks/expected"), 2.0);
+    assert_eq!(number(&report, "/tracks/received"), 2.0);
+    // 200 packets/s in frames of 6 packets: 33 frames/s, a keyframe a second.
+    assert!(number(&report, "/video/keyframes_received") >= 4.0);
+    assert_eq!(number(&report, "/video/packets_missing"), 0.0);
+    assert_eq!(number(&report, "/audio/packets_received"), 0.0);
+
+    // Over the steady window the server forwards the configured rate to
+    // each of the two subscribers, and they receive it. Padding the server
+    // may add to probe the link comes on top of the forwarded count.
+    let seconds = number(&report, "/steady/seconds");
+    assert!((4.0..=5.5).contains(&seconds), "steady window of {seconds} s");
+    let forwarded = number(&report, "/steady/server_forwarded_packets");
+    let forwarded_per_subscriber = forwarded / seconds / 2.0;
+    assert!(
+        (0.9 * RATE..=1.1 * RATE).contains(&forwarded_per_subscriber),
+        "server forwarded {forwarded_per_subscriber:.1} packets/s per subscriber, expected about {RATE}"
+    );
+    let received = number(&report, "/steady/packets_received");
+    assert!(
+        received >= 0.95 * forwarded,
+        "subscribers received {received} packets, the server forwarded {forwarded}"
+    );
+    let cpu_us = number(&report, "/steady/cpu_us_per_packet");
+    assert!(cpu_us > 0.0, "server CPU per packet {cpu_us} µs");
+    let user_us = number(&report, "/steady/user_us_per_packet");
+    assert!(cpu_us >= user_us, "CPU per packet {cpu_us} µs is below its user part {user_us} µs");
 }

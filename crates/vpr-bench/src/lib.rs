@@ -6,5 +6,6 @@
 //! (`vpr-bench run`).
 
 pub mod client;
+pub mod janus;
 pub mod relay;
 pub mod scenario;

@@ -1,9 +1,11 @@
 //! `vpr-bench`: WHIP/WHEP clients for trying a VPR server from a terminal.
 //!
-//! `publish` sends the test clip as a resident's phone would; `subscribe`
+//! `publish` sends the test clip as a resident's phone would, or with
+//! `--synthetic-rate` a VP8-shaped stream at a fixed packet rate; `subscribe`
 //! receives a room as an officer's browser would and prints what arrives
 //! each second. Both bind 127.0.0.1 only. `run` loads a server with a
-//! scenario of many rooms built from these clients, prints a summary, writes
+//! scenario of many rooms built from these clients (against VPR, or with
+//! `--target janus` against Janus VideoRoom), prints a summary, writes
 //! JSON and SVG reports and exits with status 1 when a threshold is missed
 //! (2 when the run could not start).
 
@@ -11,6 +13,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use vpr_bench::client::synthetic::{SyntheticConfig, SyntheticPublisher};
 use vpr_bench::client::{PublisherMedia, WhepSubscriber, WhipPublisher};
 
 mod run_command;
@@ -24,7 +27,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Publish the VP8/Opus test clip over WHIP, looping.
+    /// Publish the VP8/Opus test clip over WHIP, looping, or a synthetic
+    /// VP8 stream with --synthetic-rate.
     Publish {
         /// WHIP URL from AdmitParticipant.
         #[arg(long)]
@@ -41,6 +45,13 @@ enum Command {
         /// How long to publish, in seconds.
         #[arg(long, default_value_t = 60)]
         duration_s: u64,
+        /// Send a synthetic VP8 stream of this many RTP packets per second
+        /// (keyframe once a second) instead of the clip.
+        #[arg(long)]
+        synthetic_rate: Option<u32>,
+        /// RTP payload bytes of each synthetic packet.
+        #[arg(long, default_value_t = 1200)]
+        payload: usize,
     },
     /// Receive the room over WHEP and print frames and packets per second.
     Subscribe {
@@ -72,7 +83,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     match Cli::parse().command {
         Command::Run(args) => std::process::exit(run_command::run(*args).await),
-        Command::Publish { whip, token, video, audio, duration_s } => {
+        Command::Publish { whip, token, duration_s, synthetic_rate: Some(rate), payload, .. } => {
+            let config = SyntheticConfig {
+                packets_per_second: rate,
+                payload_bytes: payload,
+                ..SyntheticConfig::default()
+            };
+            let started = Instant::now();
+            let publisher = SyntheticPublisher::start_whip(&whip, &token, config).await?;
+            let connected = publisher.wait_connected(CONNECT_TIMEOUT).await?;
+            println!("connected after {:?}; publishing {rate} packets/s for {duration_s} s", connected - started);
+            tick(duration_s, || println!("{:?}", publisher.stats())).await;
+            if let Some(error) = publisher.media_error() {
+                eprintln!("media error: {error}");
+            }
+            let stats = publisher.stop().await?;
+            println!("done: {stats:?}");
+        }
+        Command::Publish { whip, token, video, audio, duration_s, synthetic_rate: None, .. } => {
             let started = Instant::now();
             let publisher = WhipPublisher::start(&whip, &token, PublisherMedia::looping(video, audio)).await?;
             let connected = publisher.wait_connected(CONNECT_TIMEOUT).await?;

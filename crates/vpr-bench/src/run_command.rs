@@ -76,6 +76,23 @@ pub struct RunArgs {
     /// Maximum number of participants whose join failed.
     #[arg(long)]
     max_failed_joins: Option<u64>,
+    /// Server to load [default: vpr].
+    #[arg(long, value_enum)]
+    target: Option<scenario::config::Target>,
+    /// Base URL of the Janus HTTP API [default: http://127.0.0.1:8088/janus].
+    #[arg(long)]
+    janus_url: Option<String>,
+    /// Residents publish a synthetic VP8 stream of this many RTP packets per
+    /// second instead of the clip.
+    #[arg(long)]
+    synthetic_rate: Option<u32>,
+    /// RTP payload bytes of each synthetic packet [default: 1200].
+    #[arg(long)]
+    payload: Option<u32>,
+    /// Start of the steady window for server CPU per packet, in seconds
+    /// from the start [default: join ramp + 5 s].
+    #[arg(long)]
+    steady_after_s: Option<f64>,
 }
 
 impl RunArgs {
@@ -97,6 +114,11 @@ impl RunArgs {
         override_with(&mut scenario.duration_s, self.duration_s);
         override_with(&mut scenario.video, self.video);
         override_with(&mut scenario.audio, self.audio);
+        override_with(&mut scenario.target, self.target);
+        override_with(&mut scenario.janus_url, self.janus_url);
+        override_with(&mut scenario.payload_bytes, self.payload);
+        scenario.synthetic_rate = self.synthetic_rate.or(scenario.synthetic_rate);
+        scenario.steady_after_s = self.steady_after_s.or(scenario.steady_after_s);
         let thresholds = &mut scenario.thresholds;
         thresholds.max_first_frame_p95_ms = self.max_first_frame_p95_ms.or(thresholds.max_first_frame_p95_ms);
         thresholds.min_receive_ratio = self.min_receive_ratio.or(thresholds.min_receive_ratio);
@@ -164,7 +186,8 @@ fn write_reports(scenario: &Scenario, report: &Report) -> Result<(), String> {
     }
     if let Some(path) = &scenario.report_svg {
         let title = format!(
-            "vpr-bench: {} rooms, {} subscribers",
+            "vpr-bench ({:?}): {} rooms, {} subscribers",
+            scenario.target,
             scenario.rooms,
             scenario.total_subscribers()
         );

@@ -5,12 +5,14 @@
 //! complete VP8 frames, keyframes, Opus packets and sequence gaps. Both bind
 //! only 127.0.0.1.
 
+pub mod answering;
 mod error;
 mod peer;
 mod publisher;
 mod signaling;
 pub mod simulcast;
 mod subscriber;
+pub mod synthetic;
 pub mod vp8;
 
 pub use error::ClientError;

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::client::synthetic::SyntheticConfig;
+
 /// Failure to read or validate a scenario.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
@@ -49,6 +51,18 @@ pub struct Thresholds {
     pub max_failed_joins: Option<u64>,
 }
 
+/// Server a run loads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// VPR: rooms over gRPC, clients over WHIP and WHEP.
+    #[default]
+    Vpr,
+    /// Janus VideoRoom over the Janus HTTP API; needs the synthetic
+    /// publisher and one resident per room.
+    Janus,
+}
+
 /// A load scenario. Every field has a default, so a TOML file names only
 /// what it changes.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -87,6 +101,19 @@ pub struct Scenario {
     pub report_json: Option<PathBuf>,
     /// Path of the SVG plot over time to write.
     pub report_svg: Option<PathBuf>,
+    /// Server to load.
+    pub target: Target,
+    /// Base URL of the Janus HTTP API, for the Janus target.
+    pub janus_url: String,
+    /// RTP packets per second of a synthetic VP8 stream that residents
+    /// publish instead of the clip; `None` publishes the clip.
+    pub synthetic_rate: Option<u32>,
+    /// RTP payload bytes of each synthetic packet.
+    pub payload_bytes: u32,
+    /// Start of the steady window in seconds from the start of the run;
+    /// server CPU per forwarded packet is measured from there to the end.
+    /// Default: the join ramp plus 5 s.
+    pub steady_after_s: Option<f64>,
     /// Limits the run must meet.
     pub thresholds: Thresholds,
 }
@@ -109,6 +136,11 @@ impl Default for Scenario {
             server_pid: None,
             report_json: None,
             report_svg: None,
+            target: Target::Vpr,
+            janus_url: "http://127.0.0.1:8088/janus".to_owned(),
+            synthetic_rate: None,
+            payload_bytes: 1200,
+            steady_after_s: None,
             thresholds: Thresholds::default(),
         }
     }
@@ -128,6 +160,11 @@ impl std::fmt::Debug for Scenario {
             .field("join_rate", &self.join_rate)
             .field("duration_s", &self.duration_s)
             .field("server_pid", &self.server_pid)
+            .field("target", &self.target)
+            .field("janus_url", &self.janus_url)
+            .field("synthetic_rate", &self.synthetic_rate)
+            .field("payload_bytes", &self.payload_bytes)
+            .field("steady_after_s", &self.steady_after_s)
             .field("thresholds", &self.thresholds)
             .finish_non_exhaustive()
     }
@@ -168,6 +205,20 @@ impl Scenario {
         self.total_joins() as f64 / self.join_rate
     }
 
+    /// Returns the synthetic stream the residents publish, if any.
+    pub fn synthetic(&self) -> Option<SyntheticConfig> {
+        self.synthetic_rate.map(|packets_per_second| SyntheticConfig {
+            packets_per_second,
+            payload_bytes: self.payload_bytes as usize,
+            ..SyntheticConfig::default()
+        })
+    }
+
+    /// Seconds from the start of the run to the start of the steady window.
+    pub fn steady_start_s(&self) -> f64 {
+        self.steady_after_s.unwrap_or(self.ramp_s() + 5.0)
+    }
+
     /// Checks that the runner can carry the scenario out.
     pub fn validate(&self) -> Result<(), ScenarioError> {
         let invalid = |field, reason: &str| ScenarioError::Invalid {
@@ -204,6 +255,29 @@ impl Scenario {
         }
         if self.key_id.is_empty() || self.key_secret.is_empty() {
             return Err(invalid("key_id", "the API key id and secret must not be empty"));
+        }
+        if self.synthetic_rate == Some(0) {
+            return Err(invalid("synthetic_rate", "must be at least 1 packet per second"));
+        }
+        if (self.payload_bytes as usize) < SyntheticConfig::MIN_PAYLOAD_BYTES {
+            return Err(ScenarioError::Invalid {
+                field: "payload_bytes",
+                reason: format!("must be at least {} bytes", SyntheticConfig::MIN_PAYLOAD_BYTES),
+            });
+        }
+        if self.target == Target::Janus {
+            if self.synthetic_rate.is_none() {
+                return Err(invalid(
+                    "synthetic_rate",
+                    "the Janus target publishes only the synthetic stream; set synthetic_rate",
+                ));
+            }
+            if self.residents_per_room != 1 {
+                return Err(invalid(
+                    "residents_per_room",
+                    "the Janus target subscribes to one resident per room; set it to 1",
+                ));
+            }
         }
         if let Some(ratio) = self.thresholds.min_receive_ratio {
             if !(0.0..=1.0).contains(&ratio) {
@@ -300,6 +374,20 @@ mod tests {
             matches!(error, ScenarioError::Invalid { field: "thresholds.min_receive_ratio", .. }),
             "{error}"
         );
+    }
+
+    #[test]
+    fn janus_target_needs_the_synthetic_stream() {
+        let mut scenario = Scenario::from_toml_str("target = \"janus\"\nofficers_per_room = 3").unwrap();
+        assert_eq!(scenario.target, Target::Janus);
+        let error = scenario.validate().unwrap_err();
+        assert!(matches!(error, ScenarioError::Invalid { field: "synthetic_rate", .. }), "{error}");
+        scenario.synthetic_rate = Some(1000);
+        scenario.validate().unwrap();
+        let synthetic = scenario.synthetic().unwrap();
+        assert_eq!((synthetic.packets_per_second, synthetic.payload_bytes), (1000, 1200));
+        // 4 joins at 10/s take 0.4 s; the window starts 5 s later.
+        assert!((scenario.steady_start_s() - 5.4).abs() < 1e-9);
     }
 
     #[test]

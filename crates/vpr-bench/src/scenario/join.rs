@@ -1,18 +1,23 @@
-//! Joins of one participant during a run: admission over gRPC, then a WHIP
-//! publisher for a resident or a WHEP subscriber for an officer or
-//! observer. Connected clients go into the shared [`Registry`]; failures
-//! are counted there with their first messages.
+//! Joins of one participant during a run. Against VPR: admission over gRPC,
+//! then a WHIP publisher (the clip or the synthetic stream) for a resident
+//! or a WHEP subscriber for an officer or observer. Against Janus: a
+//! VideoRoom publisher with the synthetic stream, and subscribers to its
+//! feed. Connected clients go into the shared [`Registry`]; failures are
+//! counted there with their first messages.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
 use vpr_control::pb::Role;
 
 use super::control::ControlClient;
 use super::freeze::FreezeDetector;
 use super::report::MAX_ERRORS;
-use crate::client::{PublisherMedia, WhepSubscriber, WhipPublisher};
+use crate::client::synthetic::{SyntheticConfig, SyntheticPublisher};
+use crate::client::{PublisherMedia, SubscriberStats, WhepSubscriber, WhipPublisher};
+use crate::janus::{JanusRoom, VideoRoomPublisher, VideoRoomSubscriber};
 
 /// Time a client may take from its offer until ICE and DTLS are done.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -26,6 +31,97 @@ pub struct RoomInfo {
     pub room_id: String,
     /// When the harness sent CreateRoom.
     pub created_at: Instant,
+    /// The Janus room and its control session (Janus target only); taken
+    /// at the end to destroy the room.
+    pub janus: Mutex<Option<JanusRoom>>,
+    /// Feed id of the room's first resident once it publishes (Janus
+    /// target only); subscribers wait for it.
+    pub feed: watch::Sender<Option<u64>>,
+}
+
+impl RoomInfo {
+    /// Creates a room record with no Janus state.
+    pub fn new(index: u32, room_id: String, created_at: Instant) -> Self {
+        Self {
+            index,
+            room_id,
+            created_at,
+            janus: Mutex::new(None),
+            feed: watch::Sender::new(None),
+        }
+    }
+}
+
+/// The client of a connected resident.
+pub enum PublisherClient {
+    /// The looping clip over WHIP.
+    Clip(WhipPublisher),
+    /// The synthetic stream over WHIP.
+    Synthetic(SyntheticPublisher),
+    /// The synthetic stream in a Janus VideoRoom.
+    Janus(VideoRoomPublisher),
+}
+
+impl PublisherClient {
+    /// Video frames sent so far.
+    pub fn video_frames_sent(&self) -> u64 {
+        match self {
+            Self::Clip(publisher) => publisher.stats().video_frames_sent,
+            Self::Synthetic(publisher) => publisher.stats().frames_sent,
+            Self::Janus(publisher) => publisher.publisher.stats().frames_sent,
+        }
+    }
+
+    /// Stops the media and ends the session; returns the frames sent.
+    pub async fn stop(self) -> Result<u64, String> {
+        match self {
+            Self::Clip(publisher) => publisher
+                .stop()
+                .await
+                .map(|stats| stats.video_frames_sent)
+                .map_err(|error| error.to_string()),
+            Self::Synthetic(publisher) => publisher
+                .stop()
+                .await
+                .map(|stats| stats.frames_sent)
+                .map_err(|error| error.to_string()),
+            Self::Janus(publisher) => publisher.stop().await.map_err(|error| error.to_string()),
+        }
+    }
+
+    async fn abandon(self) {
+        match self {
+            Self::Clip(publisher) => drop(publisher.abandon().await),
+            Self::Synthetic(publisher) => drop(publisher.abandon().await),
+            Self::Janus(publisher) => drop(publisher.stop().await),
+        }
+    }
+}
+
+/// The client of a connected officer or observer.
+pub enum SubscriberClient {
+    /// A WHEP subscriber (VPR).
+    Whep(WhepSubscriber),
+    /// A VideoRoom subscriber (Janus).
+    Janus(VideoRoomSubscriber),
+}
+
+impl SubscriberClient {
+    /// Returns what has arrived so far.
+    pub fn stats(&self) -> SubscriberStats {
+        match self {
+            Self::Whep(subscriber) => subscriber.stats(),
+            Self::Janus(subscriber) => subscriber.subscriber.stats(),
+        }
+    }
+
+    /// Ends the session and closes the peer connection.
+    pub async fn stop(self) -> Result<(), String> {
+        match self {
+            Self::Whep(subscriber) => subscriber.stop().await.map(drop).map_err(|error| error.to_string()),
+            Self::Janus(subscriber) => subscriber.stop().await.map_err(|error| error.to_string()),
+        }
+    }
 }
 
 /// A connected resident.
@@ -34,16 +130,16 @@ pub struct PublisherEntry {
     pub room: u32,
     /// Position of the resident in its room, from 0.
     pub resident: u32,
-    /// The WHIP client.
-    pub publisher: WhipPublisher,
+    /// The publishing client.
+    pub publisher: PublisherClient,
 }
 
 /// A connected officer or observer.
 pub struct SubscriberEntry {
     /// Index of the room.
     pub room: u32,
-    /// The WHEP client.
-    pub subscriber: WhepSubscriber,
+    /// The receiving client.
+    pub subscriber: SubscriberClient,
     /// When the harness sent CreateRoom for the room.
     pub room_created_at: Instant,
     /// When the harness sent AdmitParticipant for this subscriber.
@@ -122,7 +218,7 @@ impl Registry {
         self.publishers()
             .iter()
             .find(|entry| entry.room == room && entry.resident == 0)
-            .map_or(0, |entry| entry.publisher.stats().video_frames_sent)
+            .map_or(0, |entry| entry.publisher.video_frames_sent())
     }
 
     /// Returns the video frames sent so far by the first resident of every
@@ -131,26 +227,41 @@ impl Registry {
         self.publishers()
             .iter()
             .filter(|entry| entry.resident == 0)
-            .map(|entry| (entry.room, entry.publisher.stats().video_frames_sent))
+            .map(|entry| (entry.room, entry.publisher.video_frames_sent()))
             .collect()
     }
+}
+
+/// The server the participants join.
+#[derive(Clone)]
+pub enum TargetClient {
+    /// VPR, through its control-plane client (one shared connection).
+    Vpr(ControlClient),
+    /// Janus, at the base URL of its HTTP API.
+    Janus(String),
 }
 
 /// Shared inputs of the join tasks.
 #[derive(Clone)]
 pub struct JoinContext {
-    /// Control-plane client (shares one connection).
-    pub control: ControlClient,
-    /// Clip the residents publish.
+    /// The server.
+    pub target: TargetClient,
+    /// Clip the residents publish when there is no synthetic stream.
     pub media: PublisherMedia,
+    /// Synthetic stream the residents publish instead of the clip.
+    pub synthetic: Option<SyntheticConfig>,
     /// Registry that receives clients and failures.
     pub registry: Arc<Registry>,
 }
 
-/// Admits resident `resident` of `room` and publishes the clip over WHIP.
+/// Admits resident `resident` of `room` and publishes.
 pub async fn join_publisher(context: JoinContext, room: Arc<RoomInfo>, resident: u32) {
     let identity = format!("resident-{}-{resident}", room.index);
-    match connect_publisher(&context, &room, &identity).await {
+    let connected = match &context.target {
+        TargetClient::Vpr(control) => connect_publisher(&context, control, &room, &identity).await,
+        TargetClient::Janus(base_url) => connect_janus_publisher(&context, base_url, &room, &identity).await,
+    };
+    match connected {
         Ok(publisher) => {
             tracing::debug!(room_id = %room.room_id, %identity, "publisher connected");
             context.registry.publishers().push(PublisherEntry {
@@ -170,30 +281,75 @@ pub async fn join_publisher(context: JoinContext, room: Arc<RoomInfo>, resident:
 
 async fn connect_publisher(
     context: &JoinContext,
+    control: &ControlClient,
     room: &RoomInfo,
     identity: &str,
-) -> Result<WhipPublisher, String> {
-    let admitted = context
-        .control
+) -> Result<PublisherClient, String> {
+    let admitted = control
         .clone()
         .admit(&room.room_id, identity, Role::Resident)
         .await
         .map_err(|error| error.to_string())?;
-    let publisher = WhipPublisher::start(&admitted.whip_url, &admitted.join_token, context.media.clone())
-        .await
-        .map_err(|error| format!("WHIP: {error}"))?;
-    if let Err(error) = publisher.wait_connected(CONNECT_TIMEOUT).await {
+    let (whip_url, token) = (&admitted.whip_url, &admitted.join_token);
+    let (publisher, connected) = match context.synthetic {
+        Some(config) => {
+            let publisher = SyntheticPublisher::start_whip(whip_url, token, config)
+                .await
+                .map_err(|error| format!("WHIP: {error}"))?;
+            let connected = publisher.wait_connected(CONNECT_TIMEOUT).await;
+            (PublisherClient::Synthetic(publisher), connected)
+        }
+        None => {
+            let publisher = WhipPublisher::start(whip_url, token, context.media.clone())
+                .await
+                .map_err(|error| format!("WHIP: {error}"))?;
+            let connected = publisher.wait_connected(CONNECT_TIMEOUT).await;
+            (PublisherClient::Clip(publisher), connected)
+        }
+    };
+    if let Err(error) = connected {
         publisher.abandon().await;
         return Err(format!("WHIP connect: {error}"));
     }
     Ok(publisher)
 }
 
+async fn connect_janus_publisher(
+    context: &JoinContext,
+    base_url: &str,
+    room: &RoomInfo,
+    identity: &str,
+) -> Result<PublisherClient, String> {
+    let config = context
+        .synthetic
+        .ok_or_else(|| "the Janus target needs the synthetic stream".to_owned())?;
+    let janus_room = janus_room_number(room)?;
+    let publisher = VideoRoomPublisher::join(base_url, janus_room, identity, config)
+        .await
+        .map_err(|error| format!("Janus publish: {error}"))?;
+    if let Err(error) = publisher.publisher.wait_connected(CONNECT_TIMEOUT).await {
+        drop(publisher.stop().await);
+        return Err(format!("Janus publisher connect: {error}"));
+    }
+    room.feed.send_replace(Some(publisher.feed));
+    Ok(PublisherClient::Janus(publisher))
+}
+
+fn janus_room_number(room: &RoomInfo) -> Result<u64, String> {
+    room.room_id
+        .parse()
+        .map_err(|_| format!("{} is not a Janus room number", room.room_id))
+}
+
 /// Admits subscriber `index` of `role` into `room` and receives over WHEP.
 pub async fn join_subscriber(context: JoinContext, room: Arc<RoomInfo>, role: Role, index: u32) {
     let identity = format!("{}-{}-{index}", role_name(role), room.index);
     let join_started_at = Instant::now();
-    match connect_subscriber(&context, &room, &identity, role).await {
+    let connected = match &context.target {
+        TargetClient::Vpr(control) => connect_subscriber(control, &room, &identity, role).await,
+        TargetClient::Janus(base_url) => connect_janus_subscriber(base_url, &room).await,
+    };
+    match connected {
         Ok((subscriber, connected_at)) => {
             tracing::debug!(room_id = %room.room_id, %identity, "subscriber connected");
             let connect_baseline_frames = context.registry.source_frames_sent(room.index);
@@ -218,13 +374,12 @@ pub async fn join_subscriber(context: JoinContext, room: Arc<RoomInfo>, role: Ro
 }
 
 async fn connect_subscriber(
-    context: &JoinContext,
+    control: &ControlClient,
     room: &RoomInfo,
     identity: &str,
     role: Role,
-) -> Result<(WhepSubscriber, Instant), String> {
-    let admitted = context
-        .control
+) -> Result<(SubscriberClient, Instant), String> {
+    let admitted = control
         .clone()
         .admit(&room.room_id, identity, role)
         .await
@@ -233,10 +388,30 @@ async fn connect_subscriber(
         .await
         .map_err(|error| format!("WHEP: {error}"))?;
     match subscriber.wait_connected(CONNECT_TIMEOUT).await {
-        Ok(connected_at) => Ok((subscriber, connected_at)),
+        Ok(connected_at) => Ok((SubscriberClient::Whep(subscriber), connected_at)),
         Err(error) => {
             subscriber.abandon().await;
             Err(format!("WHEP connect: {error}"))
+        }
+    }
+}
+
+/// Waits for the room's publisher feed, then subscribes to it.
+async fn connect_janus_subscriber(base_url: &str, room: &RoomInfo) -> Result<(SubscriberClient, Instant), String> {
+    let janus_room = janus_room_number(room)?;
+    let mut feed = room.feed.subscribe();
+    let feed = match tokio::time::timeout(CONNECT_TIMEOUT, feed.wait_for(Option::is_some)).await {
+        Ok(Ok(feed)) => feed.expect("wait_for returned a feed"),
+        _ => return Err(format!("no publisher in room {janus_room} after {CONNECT_TIMEOUT:?}")),
+    };
+    let subscriber = VideoRoomSubscriber::join(base_url, janus_room, feed)
+        .await
+        .map_err(|error| format!("Janus subscribe: {error}"))?;
+    match subscriber.subscriber.wait_connected(CONNECT_TIMEOUT).await {
+        Ok(connected_at) => Ok((SubscriberClient::Janus(subscriber), connected_at)),
+        Err(error) => {
+            subscriber.abandon().await;
+            Err(format!("Janus subscriber connect: {error}"))
         }
     }
 }

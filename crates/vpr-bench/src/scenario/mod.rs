@@ -1,10 +1,12 @@
 //! Load scenarios for `vpr-bench run`: rooms with residents publishing the
-//! test clip and officers and observers receiving it, joined over the same
-//! gRPC and WHIP/WHEP paths the CAD and clients use, measured per
-//! subscriber and checked against thresholds.
+//! test clip (or a synthetic VP8 stream at a fixed packet rate) and officers
+//! and observers receiving it, measured per subscriber and checked against
+//! thresholds. Against VPR they join over the same gRPC and WHIP/WHEP paths
+//! the CAD and clients use. Against Janus they join a VideoRoom over the
+//! Janus HTTP API.
 //!
-//! NOTE: officers only receive for now; end-to-end delay (abs-capture-time),
-//! simulcast layers and comparison runs against other SFUs are not measured.
+//! NOTE: officers only receive for now; end-to-end delay (abs-capture-time)
+//! and simulcast layers are not measured.
 
 pub mod config;
 pub mod control;

@@ -59,6 +59,24 @@ impl ProcessRef {
         Ok(ticks as f64 / clock_ticks_per_second())
     }
 
+    /// Returns user and system CPU time so far, in seconds, apart.
+    pub fn cpu_times(self) -> Result<CpuTimes, ProcessError> {
+        let path = self.dir().join("stat");
+        let text = std::fs::read_to_string(&path).map_err(|source| ProcessError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let (utime, stime) = parse_stat_cpu_fields(&text).ok_or(ProcessError::Format {
+            path,
+            reason: "fields utime and stime",
+        })?;
+        let hz = clock_ticks_per_second();
+        Ok(CpuTimes {
+            user_s: utime as f64 / hz,
+            system_s: stime as f64 / hz,
+        })
+    }
+
     /// Returns the peak resident set size in KiB (`VmHWM` of
     /// `/proc/PID/status`).
     pub fn peak_rss_kib(self) -> Result<u64, ProcessError> {
@@ -74,17 +92,31 @@ impl ProcessRef {
     }
 }
 
+/// User and system CPU time of a process, in seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CpuTimes {
+    /// `utime`.
+    pub user_s: f64,
+    /// `stime`.
+    pub system_s: f64,
+}
+
 /// Returns `utime + stime` in clock ticks from the text of `/proc/PID/stat`.
-/// The command name in brackets may hold spaces, so fields are counted from
-/// the last `)`.
 pub fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
+    parse_stat_cpu_fields(stat).map(|(utime, stime)| utime + stime)
+}
+
+/// Returns `utime` and `stime` in clock ticks from the text of
+/// `/proc/PID/stat`. The command name in brackets may hold spaces, so
+/// fields are counted from the last `)`.
+pub fn parse_stat_cpu_fields(stat: &str) -> Option<(u64, u64)> {
     let after_name = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     // After the name, field 3 (state) is index 0, so utime (14) and stime
     // (15) are at 11 and 12.
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+    Some((utime, stime))
 }
 
 /// Returns the value in KiB of a `NAME:   1234 kB` line of `/proc/PID/status`.
@@ -114,6 +146,7 @@ mod tests {
         let stat = "1234 (vpr server) S 1 1234 1234 0 -1 4194560 500 0 0 0 250 75 0 0 20 0 9 0 100 \
                     1000000 500 18446744073709551615";
         assert_eq!(parse_stat_cpu_ticks(stat), Some(325));
+        assert_eq!(parse_stat_cpu_fields(stat), Some((250, 75)));
     }
 
     #[test]

@@ -39,6 +39,10 @@ pub struct Report {
     pub audio: AudioSummary,
     /// Time from CreateRoom to each subscriber's first complete video frame, ms.
     pub first_frame_ms: Option<Percentiles>,
+    /// Time from CreateRoom to each subscriber's first complete keyframe,
+    /// ms: the first frame a decoder could show. A server that forwards
+    /// from any frame has a shorter first-frame time than this.
+    pub first_keyframe_ms: Option<Percentiles>,
     /// Time from the start of each subscriber's join (AdmitParticipant) to
     /// its first complete video frame, ms.
     pub join_to_first_frame_ms: Option<Percentiles>,
@@ -56,12 +60,48 @@ pub struct Report {
     pub harness: ProcessFigures,
     /// CPU and memory of the server, when its process id was given.
     pub server: Option<ProcessFigures>,
+    /// Server CPU per forwarded packet over the steady window, when the
+    /// server's process id was given and the window had packets.
+    pub steady: Option<SteadyWindow>,
     /// One point per second of the run.
     pub timeline: Vec<TimelinePoint>,
     /// Outcome of each threshold that was set.
     pub thresholds: Vec<ThresholdResult>,
     /// Whether every threshold was met.
     pub passed: bool,
+}
+
+/// Server CPU over the steady window, from the end of the join ramp (plus
+/// a margin) to the end of the run, against the RTP packets the subscribers
+/// received in it. On loopback these are the server's outbound RTP packets
+/// less the few lost in socket buffers. They include retransmissions and
+/// padding the server sends, which a server's own forwarded counter may
+/// leave out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct SteadyWindow {
+    /// Start of the window, seconds from the start of the run.
+    pub start_s: f64,
+    /// Length of the window in seconds.
+    pub seconds: f64,
+    /// RTP packets (audio and video) received by all subscribers,
+    /// retransmissions and padding included.
+    pub packets_received: u64,
+    /// The same per second.
+    pub packets_per_s: f64,
+    /// The server's own count of forwarded media packets, when it publishes
+    /// one (VPR's `vpr_rtp_forwarded_total`, without padding probes).
+    pub server_forwarded_packets: Option<f64>,
+    /// Server user CPU time in the window, seconds.
+    pub server_user_s: f64,
+    /// Server system CPU time in the window, seconds.
+    pub server_system_s: f64,
+    /// User plus system CPU per received packet, microseconds.
+    pub cpu_us_per_packet: f64,
+    /// User plus system CPU per packet of the server's forwarded count,
+    /// microseconds; `None` without that count.
+    pub cpu_us_per_forwarded_packet: Option<f64>,
+    /// User CPU per received packet, microseconds.
+    pub user_us_per_packet: f64,
 }
 
 /// Maximum number of error messages kept in the report.
@@ -207,6 +247,7 @@ impl Report {
             ),
         );
         row("first frame after CreateRoom", percentiles_ms(&self.first_frame_ms));
+        row("first keyframe after CreateRoom", percentiles_ms(&self.first_keyframe_ms));
         row("first frame after join", percentiles_ms(&self.join_to_first_frame_ms));
         row("subscriber connect", percentiles_ms(&self.subscriber_connect_ms));
         row("subscribers without frames", self.subscribers_without_frames.to_string());
@@ -257,6 +298,23 @@ impl Report {
         );
         row("harness", process(&Some(self.harness)));
         row("server", process(&self.server));
+        row(
+            "steady window",
+            match &self.steady {
+                Some(steady) => format!(
+                    "{:.1} s from {:.1} s: {:.0} packets/s received, server CPU {:.2} µs/packet \
+                     (user {:.2}, system {:.2}), {} µs per forwarded packet of the server's count",
+                    steady.seconds,
+                    steady.start_s,
+                    steady.packets_per_s,
+                    steady.cpu_us_per_packet,
+                    steady.user_us_per_packet,
+                    1e6 * steady.server_system_s / steady.packets_received as f64,
+                    optional(steady.cpu_us_per_forwarded_packet, 2)
+                ),
+                None => "not measured".to_owned(),
+            },
+        );
         for threshold in &self.thresholds {
             row("threshold", threshold.describe());
         }

@@ -1,7 +1,8 @@
-//! Runs a load scenario against a server: creates the rooms over gRPC,
-//! starts participant joins at the join rate, samples while the clients
-//! run, stops everything at the end of the duration (or on Ctrl-C) and
-//! builds the report.
+//! Runs a load scenario against a server. It creates the rooms (over gRPC
+//! for VPR, over the HTTP API for Janus) and starts participant joins at the
+//! join rate. While the clients run it samples once a second and measures
+//! the server's CPU over a steady window. At the end of the duration (or on
+//! Ctrl-C) it stops everything and builds the report.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,22 +13,27 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use vpr_control::pb::Role;
 
-use super::config::{Scenario, ScenarioError};
+use super::config::{Scenario, ScenarioError, Target};
 use super::control::{ControlClient, ControlError};
-use super::join::{join_publisher, join_subscriber, JoinContext, Registry, RoomInfo};
+use super::join::{join_publisher, join_subscriber, JoinContext, Registry, RoomInfo, TargetClient};
 use super::metrics::fetch_metric_sum;
-use super::process::{ProcessError, ProcessRef};
-use super::report::{Counts, Egress, ProcessFigures, Report};
+use super::percentile::Percentiles;
+use super::process::{CpuTimes, ProcessError, ProcessRef};
+use super::report::{Counts, Egress, ProcessFigures, Report, SteadyWindow};
 use super::sampler::Sampler;
-use super::summarize::{summarize, SubscriberOutcome};
+use super::summarize::{summarize, SubscriberOutcome, TRACKS_PER_SUBSCRIBER};
 use super::thresholds::{check, Measured};
 use crate::client::PublisherMedia;
+use crate::janus::JanusRoom;
 
 /// Time allowed for packets in flight to arrive after the publishers stop.
 const DRAIN: Duration = Duration::from_millis(500);
 
 /// Server counter of UDP bytes sent.
 const EGRESS_METRIC: &str = "vpr_udp_bytes_sent_total";
+
+/// Server counter of RTP packets forwarded to subscribers.
+const FORWARDED_METRIC: &str = "vpr_rtp_forwarded_total";
 
 /// Failure that prevents a run; failures of single joins are counted in the
 /// report instead.
@@ -74,7 +80,12 @@ pub async fn run(scenario: &Scenario, progress: ProgressBar) -> Result<Report, R
             source,
         })?;
     }
-    let control = ControlClient::connect(&scenario.server_grpc, &scenario.key_id, &scenario.key_secret).await?;
+    let target = match scenario.target {
+        Target::Vpr => TargetClient::Vpr(
+            ControlClient::connect(&scenario.server_grpc, &scenario.key_id, &scenario.key_secret).await?,
+        ),
+        Target::Janus => TargetClient::Janus(scenario.janus_url.clone()),
+    };
     let server = scenario.server_pid.map(ProcessRef::Pid);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
@@ -91,8 +102,9 @@ pub async fn run(scenario: &Scenario, progress: ProgressBar) -> Result<Report, R
 
     let registry = Arc::new(Registry::default());
     let context = JoinContext {
-        control: control.clone(),
+        target: target.clone(),
         media: PublisherMedia::looping(&scenario.video, &scenario.audio),
+        synthetic: scenario.synthetic(),
         registry: registry.clone(),
     };
     progress.set_length(scenario.duration_s);
@@ -109,6 +121,17 @@ pub async fn run(scenario: &Scenario, progress: ProgressBar) -> Result<Report, R
     );
 
     let deadline = tokio::time::Instant::from_std(marks.started + Duration::from_secs(scenario.duration_s));
+    let steady_start = marks.started + Duration::from_secs_f64(scenario.steady_start_s());
+    let steady = tokio::spawn({
+        let registry = registry.clone();
+        let http = http.clone();
+        let server_http = scenario.server_http.clone();
+        let vpr = scenario.target == Target::Vpr;
+        async move {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(steady_start)).await;
+            SteadySample::take(&registry, server, &http, vpr.then_some(server_http.as_str())).await
+        }
+    });
     let mut rooms = Vec::new();
     let mut joins = JoinSet::new();
     tokio::select! {
@@ -121,14 +144,23 @@ pub async fn run(scenario: &Scenario, progress: ProgressBar) -> Result<Report, R
         () = tokio::time::sleep_until(deadline) => tracing::warn!("the run ended before every join was started"),
         _ = tokio::signal::ctrl_c() => tracing::warn!("interrupted; stopping the run early"),
     }
+    let steady_start_sample = if steady.is_finished() { steady.await.ok() } else { None };
+    if steady_start_sample.is_none() {
+        tracing::warn!("the run ended before the steady window started; raise duration_s or lower steady_after_s");
+    }
+    let vpr_http = (scenario.target == Target::Vpr).then_some(scenario.server_http.as_str());
+    let steady_end_sample = SteadySample::take(&registry, server, &http, vpr_http).await;
     abort_unfinished_joins(&mut joins, &registry).await;
     let _ = stop_sampler.send(true);
     let timeline = sampler.await.unwrap_or_default();
     progress.finish_and_clear();
 
     let ended = stop_clients(&registry, &rooms).await;
-    close_rooms(control, &rooms).await;
-    Ok(build_report(scenario, &registry, &marks, ended, timeline, &http, server).await)
+    close_rooms(target, &rooms).await;
+    let steady = steady_start_sample.and_then(|start| steady_window(&marks, &start, &steady_end_sample));
+    let mut report = build_report(scenario, &registry, &marks, ended, timeline, &http, server).await;
+    report.steady = steady;
+    Ok(report)
 }
 
 /// Creates the rooms one after another and spawns each participant's join
@@ -142,16 +174,15 @@ async fn ramp(
 ) {
     let interval = Duration::from_secs_f64(1.0 / scenario.join_rate);
     let mut next_join = tokio::time::Instant::now();
-    let mut control = context.control.clone();
     for index in 0..scenario.rooms {
         let incident_id = format!("BENCH-{run_id}-{index}");
         let created_at = Instant::now();
-        let room = match control.create_room(&incident_id, scenario.participants_per_room()).await {
-            Ok(room) => Arc::new(RoomInfo {
-                index,
-                room_id: room.room_id,
-                created_at,
-            }),
+        let room = match create_room(&context.target, &incident_id, scenario).await {
+            Ok((room_id, janus)) => {
+                let room = RoomInfo::new(index, room_id, created_at);
+                *room.janus.lock().unwrap_or_else(|poison| poison.into_inner()) = janus;
+                Arc::new(room)
+            }
             Err(error) => {
                 tracing::warn!(%incident_id, %error, "CreateRoom failed");
                 let mut failures = context.registry.failures();
@@ -179,6 +210,98 @@ async fn ramp(
             }
         }
     }
+}
+
+/// Creates a room on the target; returns its id and, for Janus, the room
+/// with its control session.
+async fn create_room(
+    target: &TargetClient,
+    incident_id: &str,
+    scenario: &Scenario,
+) -> Result<(String, Option<JanusRoom>), String> {
+    match target {
+        TargetClient::Vpr(control) => control
+            .clone()
+            .create_room(incident_id, scenario.participants_per_room())
+            .await
+            .map(|room| (room.room_id, None))
+            .map_err(|error| error.to_string()),
+        TargetClient::Janus(base_url) => JanusRoom::create(base_url, incident_id, scenario.residents_per_room)
+            .await
+            .map(|room| (room.room.to_string(), Some(room)))
+            .map_err(|error| format!("Janus create room: {error}")),
+    }
+}
+
+/// Figures read at the start and at the end of the steady window.
+struct SteadySample {
+    at: Instant,
+    server: Option<CpuTimes>,
+    packets_received: u64,
+    server_forwarded: Option<f64>,
+}
+
+impl SteadySample {
+    /// Reads the server's CPU times, the packets received by every
+    /// subscriber and, from `vpr_http`'s `/metrics` when given, VPR's count
+    /// of forwarded packets.
+    async fn take(
+        registry: &Registry,
+        server: Option<ProcessRef>,
+        http: &reqwest::Client,
+        vpr_http: Option<&str>,
+    ) -> Self {
+        let server_forwarded = match vpr_http {
+            Some(base) => fetch_metric_sum(http, base, FORWARDED_METRIC).await.ok().flatten(),
+            None => None,
+        };
+        let cpu = server.map(ProcessRef::cpu_times).transpose().unwrap_or_else(|error| {
+            tracing::warn!(%error, "reading the server's CPU times failed");
+            None
+        });
+        let packets_received = registry
+            .subscribers()
+            .iter()
+            .map(|entry| {
+                let stats = entry.subscriber.stats();
+                stats.video.packets + stats.audio.packets
+            })
+            .sum();
+        Self {
+            at: Instant::now(),
+            server: cpu,
+            packets_received,
+            server_forwarded,
+        }
+    }
+}
+
+/// Server CPU per received packet between two samples; `None` without the
+/// server's CPU times or without packets.
+fn steady_window(marks: &StartMarks, start: &SteadySample, end: &SteadySample) -> Option<SteadyWindow> {
+    let (cpu_start, cpu_end) = (start.server?, end.server?);
+    let packets = end.packets_received.checked_sub(start.packets_received)?;
+    if packets == 0 {
+        return None;
+    }
+    let seconds = (end.at - start.at).as_secs_f64();
+    let forwarded = end.server_forwarded.zip(start.server_forwarded).map(|(end, start)| end - start);
+    let user_s = cpu_end.user_s - cpu_start.user_s;
+    let system_s = cpu_end.system_s - cpu_start.system_s;
+    Some(SteadyWindow {
+        start_s: (start.at - marks.started).as_secs_f64(),
+        seconds,
+        packets_received: packets,
+        packets_per_s: packets as f64 / seconds,
+        server_forwarded_packets: forwarded,
+        server_user_s: user_s,
+        server_system_s: system_s,
+        cpu_us_per_packet: 1e6 * (user_s + system_s) / packets as f64,
+        cpu_us_per_forwarded_packet: forwarded
+            .filter(|forwarded| *forwarded > 0.0)
+            .map(|forwarded| 1e6 * (user_s + system_s) / forwarded),
+        user_us_per_packet: 1e6 * user_s / packets as f64,
+    })
 }
 
 /// Aborts joins that are still running; they count as failed.
@@ -211,14 +334,11 @@ async fn stop_clients(registry: &Registry, rooms: &[Arc<RoomInfo>]) -> Ended {
     let mut stopping = JoinSet::new();
     for entry in publishers {
         stopping.spawn(async move {
-            let stats = match entry.publisher.stop().await {
-                Ok(stats) => stats,
-                Err(error) => {
-                    tracing::warn!(%error, room = entry.room, "WHIP DELETE failed");
-                    Default::default()
-                }
-            };
-            (entry.room, entry.resident, stats.video_frames_sent)
+            let sent = entry.publisher.video_frames_sent();
+            if let Err(error) = entry.publisher.stop().await {
+                tracing::warn!(%error, room = entry.room, "ending the publisher's session failed");
+            }
+            (entry.room, entry.resident, sent)
         });
     }
     let mut frames_sent = 0;
@@ -252,7 +372,7 @@ async fn stop_clients(registry: &Registry, rooms: &[Arc<RoomInfo>]) -> Ended {
         });
         stopping.spawn(async move {
             if let Err(error) = entry.subscriber.stop().await {
-                tracing::warn!(%error, room = entry.room, "WHEP DELETE failed");
+                tracing::warn!(%error, room = entry.room, "ending the subscriber's session failed");
             }
         });
     }
@@ -266,10 +386,20 @@ async fn stop_clients(registry: &Registry, rooms: &[Arc<RoomInfo>]) -> Ended {
     }
 }
 
-async fn close_rooms(mut control: ControlClient, rooms: &[Arc<RoomInfo>]) {
+async fn close_rooms(target: TargetClient, rooms: &[Arc<RoomInfo>]) {
     for room in rooms {
-        if let Err(error) = control.close_room(&room.room_id).await {
-            tracing::warn!(room_id = %room.room_id, %error, "CloseRoom failed");
+        let result = match &target {
+            TargetClient::Vpr(control) => control.clone().close_room(&room.room_id).await.map_err(|error| error.to_string()),
+            TargetClient::Janus(_) => {
+                let janus = room.janus.lock().unwrap_or_else(|poison| poison.into_inner()).take();
+                match janus {
+                    Some(janus) => janus.destroy().await.map_err(|error| error.to_string()),
+                    None => Ok(()),
+                }
+            }
+        };
+        if let Err(error) = result {
+            tracing::warn!(room_id = %room.room_id, %error, "closing the room failed");
         }
     }
 }
@@ -285,7 +415,19 @@ async fn build_report(
 ) -> Report {
     let wall = marks.started.elapsed();
     let run_s = (ended.media_stopped_at - marks.started).as_secs_f64();
-    let receive = summarize(&ended.outcomes, ended.frames_sent);
+    let mut receive = summarize(&ended.outcomes, ended.frames_sent);
+    if scenario.synthetic_rate.is_some() {
+        // The synthetic stream has a video track only, not audio and video.
+        receive.tracks.expected /= TRACKS_PER_SUBSCRIBER;
+    }
+    let first_keyframe: Vec<f64> = ended
+        .outcomes
+        .iter()
+        .filter_map(|outcome| {
+            let keyframe = outcome.stats.video.frame_log.iter().find(|record| record.keyframe)?;
+            Some((keyframe.arrived_at - outcome.room_created_at).as_secs_f64() * 1000.0)
+        })
+        .collect();
     let subscribers_connected = ended.outcomes.len() as u64;
     let failures = std::mem::take(&mut *registry.failures());
 
@@ -330,6 +472,7 @@ async fn build_report(
         video: receive.video,
         audio: receive.audio,
         first_frame_ms: receive.first_frame_ms,
+        first_keyframe_ms: Percentiles::of(&first_keyframe),
         join_to_first_frame_ms: receive.join_to_first_frame_ms,
         subscriber_connect_ms: receive.connect_ms,
         subscribers_without_frames: receive.without_frames,
@@ -341,6 +484,7 @@ async fn build_report(
             peak_rss_kib: ProcessRef::SelfProcess.peak_rss_kib().ok(),
         },
         server: server_figures,
+        steady: None,
         timeline,
         passed: thresholds.iter().all(|threshold| threshold.passed),
         thresholds,
@@ -370,9 +514,12 @@ fn process_figures(process: ProcessRef, cpu_before: f64, wall: Duration) -> Proc
     }
 }
 
-/// Returns the server's UDP bytes sent, or `None` (logged) when `/metrics`
-/// cannot be read.
+/// Returns VPR's UDP bytes sent, or `None` (logged) when `/metrics` cannot
+/// be read; `None` for other targets.
 async fn read_egress(http: &reqwest::Client, scenario: &Scenario) -> Option<f64> {
+    if scenario.target != Target::Vpr {
+        return None;
+    }
     match fetch_metric_sum(http, &scenario.server_http, EGRESS_METRIC).await {
         Ok(value) => value,
         Err(error) => {
