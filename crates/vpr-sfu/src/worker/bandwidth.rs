@@ -6,7 +6,6 @@
 //! The library pads an empty payload to four bytes, so these packets are
 //! small (84 bytes with a full CSRC list) and a cluster takes many of them.
 
-use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use rtc::rtp::packet::Packet;
@@ -157,28 +156,78 @@ impl Bandwidth {
     }
 }
 
-/// Packets reported recently, by SSRC and sequence number, bounded.
+/// Packets reported recently, by SSRC and sequence number: one bit per
+/// sequence number and stream, so each report costs a few word operations.
+/// A bit is cleared again when the stream's newest sequence number moves half
+/// the sequence space past it.
 #[derive(Default)]
 struct RecentPackets {
-    set: HashSet<(u32, u16)>,
-    order: VecDeque<(u32, u16)>,
+    streams: Vec<ReportedStream>,
+}
+
+struct ReportedStream {
+    ssrc: u32,
+    newest: u16,
+    bits: Box<[u64; 1024]>,
+}
+
+impl ReportedStream {
+    fn flip(&mut self, seq: u16, set: bool) -> bool {
+        let (word, mask) = (usize::from(seq >> 6), 1u64 << (seq & 63));
+        let was = self.bits[word] & mask != 0;
+        if set {
+            self.bits[word] |= mask;
+        } else {
+            self.bits[word] &= !mask;
+        }
+        was
+    }
 }
 
 impl RecentPackets {
-    /// Packets remembered; a repeat older than this many reports counts as new.
-    const CAPACITY: usize = 8192;
+    /// Streams remembered; more SSRCs than this replace the oldest.
+    const MAX_STREAMS: usize = 16;
 
     /// Records a packet; returns false when it was reported before.
-    fn insert(&mut self, packet: (u32, u16)) -> bool {
-        if !self.set.insert(packet) {
-            return false;
-        }
-        if self.order.len() == Self::CAPACITY {
-            if let Some(oldest) = self.order.pop_front() {
-                self.set.remove(&oldest);
+    fn insert(&mut self, (ssrc, seq): (u32, u16)) -> bool {
+        let index = match self.streams.iter().position(|s| s.ssrc == ssrc) {
+            Some(index) => index,
+            None => {
+                if self.streams.len() == Self::MAX_STREAMS {
+                    self.streams.remove(0);
+                }
+                self.streams.push(ReportedStream { ssrc, newest: seq, bits: Box::new([0; 1024]) });
+                self.streams.len() - 1
             }
+        };
+        let stream = &mut self.streams[index];
+        let advance = seq.wrapping_sub(stream.newest);
+        if advance > 0 && advance < 0x8000 {
+            // Forget the sequence numbers half the space behind the new newest.
+            for step in 1..=advance {
+                stream.flip(stream.newest.wrapping_add(step).wrapping_add(0x8000), false);
+            }
+            stream.newest = seq;
         }
-        self.order.push_back(packet);
-        true
+        !stream.flip(seq, true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RecentPackets;
+
+    #[test]
+    fn repeats_are_found_and_old_entries_expire() {
+        let mut recent = RecentPackets::default();
+        assert!(recent.insert((7, 100)));
+        assert!(recent.insert((8, 100)), "another stream");
+        assert!(!recent.insert((7, 100)), "a repeat");
+        // Half the sequence space later the old entry is gone.
+        for seq in 101..=(100 + 0x8000u32) {
+            assert!(recent.insert((7, seq as u16)));
+        }
+        assert!(recent.insert((7, 100)), "expired after half the sequence space");
+        assert!(!recent.insert((7, 0x8000 + 100)), "the newest is remembered");
     }
 }
