@@ -169,6 +169,9 @@ pub enum Selection {
 pub struct LayerSelector {
     current: Option<LayerIndex>,
     target: Option<LayerIndex>,
+    /// The layer forwarded before a reset, reported as the origin of the
+    /// switch that ends the wait.
+    before_reset: Option<LayerIndex>,
 }
 
 impl LayerSelector {
@@ -200,7 +203,9 @@ impl LayerSelector {
     /// Forgets the layer forwarded so far; the next keyframe of the target
     /// layer starts forwarding again (a rebind or an unmute).
     pub fn reset(&mut self) {
-        self.current = None;
+        if let Some(current) = self.current.take() {
+            self.before_reset = Some(current);
+        }
     }
 
     /// Decides about one packet of `layer`; `keyframe_start` says whether
@@ -209,7 +214,8 @@ impl LayerSelector {
         let Some(target) = self.target else { return Selection::Drop };
         if layer == target && self.current != Some(target) {
             if keyframe_start {
-                let from = self.current.replace(target);
+                let from = self.current.replace(target).or(self.before_reset.take());
+                self.before_reset = None;
                 return Selection::Switch { from };
             }
             return Selection::Drop;
@@ -290,6 +296,17 @@ mod tests {
         assert_eq!(selector.select(1, true), Selection::Switch { from: Some(2) });
         assert_eq!(selector.current(), Some(1));
         assert!(!selector.is_switching());
+    }
+
+    #[test]
+    fn switch_after_reset_reports_previous_layer() {
+        let mut selector = LayerSelector::default();
+        selector.set_target(Some(2));
+        assert_eq!(selector.select(2, true), Selection::Switch { from: None });
+        selector.set_target(Some(0));
+        selector.reset();
+        assert_eq!(selector.select(2, false), Selection::Drop, "the old layer stops at once");
+        assert_eq!(selector.select(0, true), Selection::Switch { from: Some(2) });
     }
 
     #[test]

@@ -7,10 +7,6 @@
 
 use std::time::{Duration, Instant};
 
-/// Requests this soon after one was sent wait for the keyframe already
-/// requested instead of asking again.
-const COALESCE_WINDOW: Duration = Duration::from_millis(100);
-
 /// Keyframe-request throttle for one source SSRC.
 #[derive(Debug, Clone)]
 pub struct KeyframeThrottle {
@@ -28,7 +24,6 @@ impl KeyframeThrottle {
     /// Records a request at `now`; returns true when it should be sent now.
     pub fn request(&mut self, now: Instant) -> bool {
         match self.last_sent {
-            Some(last) if now.saturating_duration_since(last) < COALESCE_WINDOW.min(self.interval) => false,
             Some(last) if now.saturating_duration_since(last) < self.interval => {
                 self.pending = true;
                 false
@@ -78,15 +73,6 @@ mod tests {
         assert!(!throttle.handle_timeout(start + Duration::from_millis(499)));
         assert!(throttle.handle_timeout(start + Duration::from_millis(500)));
         assert_eq!(throttle.poll_timeout(), None);
-    }
-
-    #[test]
-    fn request_right_after_a_sent_one_is_absorbed() {
-        let start = Instant::now();
-        let mut throttle = KeyframeThrottle::new(Duration::from_millis(500));
-        assert!(throttle.request(start));
-        assert!(!throttle.request(start + Duration::from_millis(20)));
-        assert_eq!(throttle.poll_timeout(), None, "no second keyframe for the same need");
     }
 
     #[test]

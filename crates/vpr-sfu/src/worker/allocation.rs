@@ -4,6 +4,19 @@
 use super::*;
 use crate::allocator::{allocate, Demand, Priority};
 
+/// Why the layers of a subscriber are chosen again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reallocation {
+    /// The periodic pass: keyframes are requested for every new target.
+    Periodic,
+    /// The subscriber just connected and requests its keyframes itself.
+    Connected,
+    /// The estimate fell: a down-track moving to a lower layer stops
+    /// forwarding the higher one at once, so the congested link drains
+    /// before the lower layer's keyframe arrives.
+    Congestion,
+}
+
 impl Worker {
     /// Re-chooses the layers of every connected subscriber.
     pub(super) fn allocate_all(&mut self, now: Instant) {
@@ -14,13 +27,15 @@ impl Worker {
             .map(|(key, _)| *key)
             .collect();
         for key in keys {
-            self.allocate_peer(key, now);
+            self.allocate_peer(key, now, Reallocation::Periodic);
         }
     }
 
     /// Chooses the layer of each of one subscriber's down-tracks so that
-    /// their total fits the subscriber's bandwidth estimate.
-    pub(super) fn allocate_peer(&mut self, key: PeerKey, now: Instant) {
+    /// their total fits the subscriber's bandwidth estimate, and asks for a
+    /// keyframe of each layer a down-track moves to unless the subscriber
+    /// just connected.
+    pub(super) fn allocate_peer(&mut self, key: PeerKey, now: Instant, reason: Reallocation) {
         let Self { rooms, peers, touched, metrics, .. } = self;
         let Some(peer) = peers.get_mut(&key) else { return };
         let Some(room) = rooms.get_mut(&peer.room) else { return };
@@ -59,14 +74,20 @@ impl Worker {
             bandwidth.set_constrained(constrained);
         }
         let mut requests = Vec::new();
-        for ((index, publication_key), layer) in targets.into_iter().zip(chosen) {
+        for (((index, publication_key), layer), demand) in targets.into_iter().zip(chosen).zip(&demands) {
             let slot = &mut peer.slots[index];
             if slot.selector.target() == layer {
                 continue;
             }
             debug!(room_id = %room.room_id, session_id = %peer.session_id, local_track_id = %slot.local_track_id,
                 from = ?slot.selector.target(), to = ?layer, estimate_bps = estimate, "down-track layer target changed");
-            if slot.selector.set_target(layer) {
+            let rank = |layer: Option<LayerIndex>| layer.and_then(|l| demand.layers.iter().position(|&(i, _)| i == l));
+            let downward = rank(layer) < rank(slot.selector.current());
+            let switching = slot.selector.set_target(layer);
+            if reason == Reallocation::Congestion && downward {
+                slot.selector.reset();
+            }
+            if switching && reason != Reallocation::Connected {
                 if let Some(layer) = layer {
                     requests.push((publication_key, layer));
                 }

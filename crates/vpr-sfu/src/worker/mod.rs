@@ -591,7 +591,7 @@ impl Worker {
             peer.deadline = peer.pc.poll_timeout();
         }
         if estimate_fell {
-            self.allocate_peer(key, now);
+            self.allocate_peer(key, now, allocation::Reallocation::Congestion);
         }
     }
 
@@ -613,7 +613,9 @@ impl Worker {
                             self.by_ufrag.remove(&ufrag);
                         }
                         self.mark_joined(room_key, &participant_id);
-                        self.allocate_peer(key, now);
+                        // One keyframe request per target layer, after the
+                        // allocator picked the targets.
+                        self.allocate_peer(key, now, allocation::Reallocation::Connected);
                         self.request_keyframes_for(key, now);
                         self.renegotiate_if_needed(key);
                         self.notify_room(room_key);
