@@ -208,7 +208,7 @@ impl LayerSelector {
         }
     }
 
-    /// Decides about one packet of `layer`; `keyframe_start` says whether
+    /// Decides about one packet of `layer`; `keyframe_start` tells whether
     /// it is the first packet of a keyframe.
     pub fn select(&mut self, layer: LayerIndex, keyframe_start: bool) -> Selection {
         let Some(target) = self.target else { return Selection::Drop };

@@ -4,7 +4,7 @@
 use super::*;
 use crate::allocator::{allocate, Demand, Priority};
 
-/// Why the layers of a subscriber are chosen again.
+/// The cause of choosing a subscriber's layers again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Reallocation {
     /// The periodic pass: keyframes are requested for every new target.
@@ -32,7 +32,7 @@ impl Worker {
     }
 
     /// Chooses the layer of each of one subscriber's down-tracks so that
-    /// their total fits the subscriber's bandwidth estimate, and asks for a
+    /// their total fits the subscriber's bandwidth estimate, and requests a
     /// keyframe of each layer a down-track moves to unless the subscriber
     /// just connected.
     pub(super) fn allocate_peer(&mut self, key: PeerKey, now: Instant, reason: Reallocation) {

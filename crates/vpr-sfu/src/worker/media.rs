@@ -373,7 +373,7 @@ fn write_to_sender(pc: &mut RTCPeerConnection, sender_id: RTCRtpSenderId, packet
 
 /// After a video frame's last packet, sends the padding an active probe
 /// cluster is owed on that down-track, or starts a cluster when the
-/// estimator asks for one.
+/// estimator requests one.
 fn send_probe_padding(subscriber: &mut Peer, slot_index: usize, now: Instant) {
     let Some(bandwidth) = subscriber.bandwidth.as_mut() else { return };
     let Some((cluster_id, count)) = bandwidth.frame_ended(now) else { return };
