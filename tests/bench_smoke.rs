@@ -200,4 +200,11 @@ async fn bench_run_with_synthetic_publisher_delivers_its_rate() {
     assert!(cpu_us > 0.0, "server CPU per packet {cpu_us} µs");
     let user_us = number(&report, "/steady/user_us_per_packet");
     assert!(cpu_us >= user_us, "CPU per packet {cpu_us} µs is below its user part {user_us} µs");
+
+    // Every frame is stamped with its capture time, so the subscribers
+    // measure end-to-end delay on loopback: above zero, well under 100 ms.
+    let delay_p50 = number(&report, "/capture_delay_ms/p50");
+    let delay_p99 = number(&report, "/capture_delay_ms/p99");
+    assert!(delay_p50 > 0.0, "end-to-end delay p50 {delay_p50} ms");
+    assert!(delay_p99 < 100.0, "end-to-end delay p99 {delay_p99} ms");
 }

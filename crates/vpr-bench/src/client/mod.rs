@@ -6,6 +6,7 @@
 //! only 127.0.0.1.
 
 pub mod answering;
+pub mod capture_time;
 mod error;
 mod peer;
 mod publisher;

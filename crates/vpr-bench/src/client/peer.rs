@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::ice::network_type::NetworkType;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use tokio::sync::{mpsc, watch};
 use webrtc::media_stream::track_remote::TrackRemote;
@@ -97,6 +97,13 @@ pub fn vp8_opus_media_engine() -> Result<MediaEngine, ClientError> {
             payload_type: OPUS_PAYLOAD_TYPE,
         },
         RtpCodecKind::Audio,
+    )?;
+    // Publishers stamp frames with their capture time, so subscribers can
+    // measure end-to-end delay.
+    media_engine.register_header_extension(
+        RTCRtpHeaderExtensionCapability { uri: super::capture_time::ABS_CAPTURE_TIME_URI.to_owned() },
+        RtpCodecKind::Video,
+        None,
     )?;
     Ok(media_engine)
 }

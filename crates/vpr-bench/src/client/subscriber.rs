@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::Url;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{PeerConnection, RTCSessionDescription};
 
+use super::capture_time::{self, extmap_id, DelayHistogram, ABS_CAPTURE_TIME_URI};
 use super::error::ClientError;
 use super::peer::{build_loopback_peer, create_complete_offer, PeerEvents};
 use super::signaling::{delete_session, post_offer};
@@ -52,6 +53,9 @@ pub struct VideoReceiveStats {
     pub malformed_packets: u64,
     /// The last complete frames, oldest first.
     pub frame_log: FrameLog,
+    /// End-to-end delay of frames stamped with their capture time
+    /// (abs-capture-time), measured when the frame's first packet arrived.
+    pub capture_delay: DelayHistogram,
 }
 
 /// Gap between complete frames above which the video counts as frozen.
@@ -275,9 +279,10 @@ impl WhepSubscriber {
         let offer_sdp = create_complete_offer(&peer, &events, GATHERING_TIMEOUT).await?;
         let http = reqwest::Client::new();
         let session = post_offer(&http, whep_url, token, offer_sdp).await?;
+        let capture_time_id = extmap_id(&session.answer_sdp, ABS_CAPTURE_TIME_URI);
 
         let state = Arc::new(Mutex::new(ReceiveState::default()));
-        let track_router = tokio::spawn(route_tracks(remote_tracks, state.clone()));
+        let track_router = tokio::spawn(route_tracks(remote_tracks, state.clone(), capture_time_id));
         peer.set_remote_description(RTCSessionDescription::answer(session.answer_sdp)?)
             .await?;
         tracing::info!(session_url = %session.session_url, "WHEP session created");
@@ -361,6 +366,7 @@ fn lock(state: &Mutex<ReceiveState>) -> std::sync::MutexGuard<'_, ReceiveState> 
 async fn route_tracks(
     mut remote_tracks: mpsc::UnboundedReceiver<Arc<dyn TrackRemote>>,
     state: Arc<Mutex<ReceiveState>>,
+    capture_time_id: Option<u8>,
 ) {
     while let Some(track) = remote_tracks.recv().await {
         let kind = track.kind().await;
@@ -383,7 +389,7 @@ async fn route_tracks(
 
         match kind {
             RtpCodecKind::Video => {
-                tokio::spawn(read_video(track, state.clone()));
+                tokio::spawn(read_video(track, state.clone(), capture_time_id));
             }
             RtpCodecKind::Audio => {
                 tokio::spawn(read_audio(track, state.clone()));
@@ -393,7 +399,7 @@ async fn route_tracks(
     }
 }
 
-async fn read_video(track: Arc<dyn TrackRemote>, state: Arc<Mutex<ReceiveState>>) {
+async fn read_video(track: Arc<dyn TrackRemote>, state: Arc<Mutex<ReceiveState>>, capture_time_id: Option<u8>) {
     let mut receiver = VideoReceiver::default();
     while let Some(event) = track.poll().await {
         let TrackRemoteEvent::OnRtpPacket(packet) = event else {
@@ -423,9 +429,17 @@ async fn read_video(track: Arc<dyn TrackRemote>, state: Arc<Mutex<ReceiveState>>
             )
         };
 
+        let capture_delay = capture_time_id
+            .and_then(|id| header.extensions.iter().find(|extension| extension.id == id))
+            .and_then(|extension| capture_time::decode(&extension.payload))
+            .and_then(|captured| SystemTime::now().duration_since(captured).ok());
+
         let mut state = lock(&state);
         let video = &mut state.stats.video;
         video.packets += 1;
+        if let (Some(delay), false) = (capture_delay, repeated) {
+            video.capture_delay.record(delay);
+        }
         if skipped > 0 {
             video.missing_packets += u64::from(skipped);
             video.sequence_gaps += 1;

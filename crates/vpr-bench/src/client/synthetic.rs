@@ -26,6 +26,7 @@ use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::peer_connection::{PeerConnection, RTCSessionDescription};
 use webrtc::rtp_transceiver::RtpSender;
 
+use super::capture_time;
 use super::error::ClientError;
 use super::peer::{build_loopback_peer, create_complete_offer, vp8_codec, PeerEvents};
 use super::signaling::{delete_session, post_offer};
@@ -430,6 +431,13 @@ async fn send_packets(
         .map(|codec| codec.payload_type)
         .ok_or_else(|| "sender has no negotiated codec".to_owned())?;
 
+    let capture_time_id = parameters
+        .rtp_parameters
+        .header_extensions
+        .iter()
+        .find(|extension| extension.uri == capture_time::ABS_CAPTURE_TIME_URI)
+        .and_then(|extension| u8::try_from(extension.id).ok());
+
     let mut source = Vp8PacketSource::new(config);
     let mut interval = tokio::time::interval(Duration::from_secs_f64(
         1.0 / f64::from(config.packets_per_second),
@@ -444,6 +452,14 @@ async fn send_packets(
         } = source.next_packet();
         packet.header.ssrc = ssrc;
         packet.header.payload_type = payload_type;
+        if let (Some(id), true) = (capture_time_id, starts_frame) {
+            // The frame's first packet carries its capture time, for
+            // end-to-end delay at the subscriber.
+            packet
+                .header
+                .set_extension(id, capture_time::encode(std::time::SystemTime::now()))
+                .map_err(|error| format!("setting abs-capture-time failed: {error}"))?;
+        }
         track
             .write_rtp(packet)
             .await

@@ -32,6 +32,19 @@ impl Percentiles {
     }
 }
 
+impl Percentiles {
+    /// Reads the percentiles of a delay histogram, in ms; `None` when it
+    /// is empty.
+    pub fn of_histogram(histogram: &crate::client::capture_time::DelayHistogram) -> Option<Self> {
+        Some(Self {
+            p50: histogram.percentile_ms(50.0)?,
+            p95: histogram.percentile_ms(95.0)?,
+            p99: histogram.percentile_ms(99.0)?,
+            max: histogram.max_ms(),
+        })
+    }
+}
+
 /// Returns the `percent`-th percentile (0 to 100) of an ascending slice by
 /// nearest rank, or `None` if the slice is empty.
 pub fn nearest_rank(sorted: &[f64], percent: f64) -> Option<f64> {

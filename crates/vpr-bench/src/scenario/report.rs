@@ -46,6 +46,9 @@ pub struct Report {
     /// Time from the start of each subscriber's join (AdmitParticipant) to
     /// its first complete video frame, ms.
     pub join_to_first_frame_ms: Option<Percentiles>,
+    /// End-to-end delay from capture to arrival of each frame a synthetic
+    /// publisher stamped (abs-capture-time), ms; 0.1 ms resolution.
+    pub capture_delay_ms: Option<Percentiles>,
     /// Time from the start of each subscriber's join until ICE and DTLS
     /// finished, ms.
     pub subscriber_connect_ms: Option<Percentiles>,
@@ -249,6 +252,7 @@ impl Report {
         row("first frame after CreateRoom", percentiles_ms(&self.first_frame_ms));
         row("first keyframe after CreateRoom", percentiles_ms(&self.first_keyframe_ms));
         row("first frame after join", percentiles_ms(&self.join_to_first_frame_ms));
+        row("end-to-end delay (capture to arrival)", percentiles_ms(&self.capture_delay_ms));
         row("subscriber connect", percentiles_ms(&self.subscriber_connect_ms));
         row("subscribers without frames", self.subscribers_without_frames.to_string());
         row(
@@ -345,7 +349,7 @@ fn optional(value: Option<f64>, decimals: usize) -> String {
 fn percentiles_ms(percentiles: &Option<Percentiles>) -> String {
     match percentiles {
         Some(p) => format!(
-            "p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            "p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
             p.p50, p.p95, p.p99, p.max
         ),
         None => "-".to_owned(),

@@ -474,6 +474,7 @@ async fn build_report(
         first_frame_ms: receive.first_frame_ms,
         first_keyframe_ms: Percentiles::of(&first_keyframe),
         join_to_first_frame_ms: receive.join_to_first_frame_ms,
+        capture_delay_ms: receive.capture_delay_ms,
         subscriber_connect_ms: receive.connect_ms,
         subscribers_without_frames: receive.without_frames,
         freezes: receive.freezes,

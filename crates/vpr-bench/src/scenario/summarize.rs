@@ -49,6 +49,8 @@ pub struct ReceiveSummary {
     pub first_frame_ms: Option<Percentiles>,
     /// AdmitParticipant to first complete frame, ms.
     pub join_to_first_frame_ms: Option<Percentiles>,
+    /// Capture to arrival of each stamped frame (synthetic publishers), ms.
+    pub capture_delay_ms: Option<Percentiles>,
     /// AdmitParticipant to connected, ms.
     pub connect_ms: Option<Percentiles>,
     /// Subscribers that received no complete frame.
@@ -66,9 +68,11 @@ pub fn summarize(outcomes: &[SubscriberOutcome], frames_sent: u64) -> ReceiveSum
     let mut connect = Vec::new();
     let mut subscriber_ratios = Vec::new();
     let mut packet_rates = Vec::new();
+    let mut capture_delay = crate::client::capture_time::DelayHistogram::default();
 
     for outcome in outcomes {
         let stats = &outcome.stats;
+        capture_delay.merge(&stats.video.capture_delay);
         add_counters(&mut summary, outcome);
         connect.push(millis(outcome.connected_at - outcome.join_started_at));
         match stats.video.first_frame_at {
@@ -96,6 +100,7 @@ pub fn summarize(outcomes: &[SubscriberOutcome], frames_sent: u64) -> ReceiveSum
     audio.loss_ratio = ratio(audio.packets_missing, audio.packets_received + audio.packets_missing);
     summary.first_frame_ms = Percentiles::of(&first_frame);
     summary.join_to_first_frame_ms = Percentiles::of(&join_to_first_frame);
+    summary.capture_delay_ms = Percentiles::of_histogram(&capture_delay);
     summary.connect_ms = Percentiles::of(&connect);
     summary
 }
