@@ -9,8 +9,6 @@
 #   sudo benches/janus_side_by_side.sh [SUBSCRIBERS] [RATE] [PAYLOAD] [DURATION_S]
 #
 # Defaults: 30 subscribers, 1000 packets/s, 1200 bytes, 30 s per server.
-# NOTE: VPR's down-tracks stop forwarding after 32768 packets (about 33 s at
-# 1000 packets/s), so longer runs measure a stalled VPR at the end.
 # Needs root (network namespace), `apt-get install -y janus`, and release
 # binaries: cargo build --release -p vpr-server -p vpr-bench.
 #
