@@ -75,10 +75,13 @@ impl Store {
     }
 
     /// Records that an admitted participant joined the room. A second call keeps
-    /// the first join time, so a reconnect does not overwrite it.
+    /// the first join time, so a reconnect does not overwrite it. A participant
+    /// that left and joins again with its link is present again: its leave
+    /// time and reason are cleared, and the event log keeps both.
     ///
     /// Fails with [`StoreError::NotFound`] for an unknown participant and
-    /// [`StoreError::Conflict`] if the participant has left or was removed.
+    /// [`StoreError::Conflict`] if the participant was removed or the room is
+    /// closed.
     pub async fn participant_joined(
         &self,
         participant_id: &str,
@@ -86,8 +89,10 @@ impl Store {
     ) -> Result<(), StoreError> {
         let updated = on_pool!(&self.backend, pool => {
             sqlx::query(
-                "UPDATE participants SET joined_at_ms = COALESCE(joined_at_ms, $1) \
-                 WHERE participant_id = $2 AND left_at_ms IS NULL AND removed_at_ms IS NULL",
+                "UPDATE participants SET joined_at_ms = COALESCE(joined_at_ms, $1), \
+                 left_at_ms = NULL, leave_reason = NULL \
+                 WHERE participant_id = $2 AND removed_at_ms IS NULL \
+                 AND room_id IN (SELECT room_id FROM sessions WHERE state = 'open')",
             )
             .bind(at_ms)
             .bind(participant_id)
@@ -111,7 +116,7 @@ impl Store {
                 reason: if row.removed_at_ms.is_some() {
                     "participant was removed"
                 } else {
-                    "participant has already left"
+                    "the room is closed"
                 },
             }),
         }

@@ -18,6 +18,7 @@ on_both_backends!(
     list_sessions_pages_without_gaps,
     participants_listed_and_found_by_identity,
     remove_participant_sets_left,
+    participant_rejoins_after_leaving,
     remove_participant_before_join,
     update_permissions_changes_flags,
     set_track_muted_changes_flag,
@@ -275,6 +276,32 @@ async fn participants_listed_and_found_by_identity(db: &TestDb) {
     );
 
     store.close().await;
+}
+
+async fn participant_rejoins_after_leaving(db: &TestDb) {
+    let store = Store::open(&db.url()).await.unwrap();
+    store
+        .create_session(new_session("room-1", "inc-1", "req-1", 1_000))
+        .await
+        .unwrap();
+    store
+        .admit_participant(new_participant("p-1", "room-1", "resident", 1_100))
+        .await
+        .unwrap();
+    store.participant_joined("p-1", 1_200).await.unwrap();
+    store.participant_left("p-1", "client left", 1_500).await.unwrap();
+
+    // The same link used again: present again, first join time kept.
+    store.participant_joined("p-1", 2_000).await.unwrap();
+    let row = store.participant_row("p-1").await.unwrap().unwrap();
+    assert_eq!(row.joined_at_ms, Some(1_200));
+    assert_eq!(row.left_at_ms, None);
+    assert_eq!(row.leave_reason, None);
+    store
+        .track_published(new_track("t-1", "room-1", "p-1", "video", 2_100))
+        .await
+        .expect("a rejoined participant publishes");
+    assert_eq!(store.track_row("t-1").await.unwrap().unwrap().participant_id, "p-1");
 }
 
 async fn remove_participant_sets_left(db: &TestDb) {
