@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use vpr_bench::client::synthetic::{SyntheticConfig, SyntheticPublisher};
-use vpr_bench::client::{PublisherMedia, WhepSubscriber, WhipPublisher};
+use vpr_bench::client::synthetic::{SyntheticConfig, SyntheticPublisher, SyntheticStats};
+use vpr_bench::client::{PublisherMedia, PublisherStats, SubscriberStats, WhepSubscriber, WhipPublisher};
 
 mod run_command;
 
@@ -93,37 +93,49 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let publisher = SyntheticPublisher::start_whip(&whip, &token, config).await?;
             let connected = publisher.wait_connected(CONNECT_TIMEOUT).await?;
             println!("connected after {:?}; publishing {rate} packets/s for {duration_s} s", connected - started);
-            tick(duration_s, || println!("{:?}", publisher.stats())).await;
+            let line = |stats: SyntheticStats| {
+                format!("{} packets, {} frames ({} keyframes) sent", stats.packets_sent, stats.frames_sent, stats.keyframes_sent)
+            };
+            tick(duration_s, || println!("{}", line(publisher.stats()))).await;
             if let Some(error) = publisher.media_error() {
                 eprintln!("media error: {error}");
             }
             let stats = publisher.stop().await?;
-            println!("done: {stats:?}");
+            println!("done: {}", line(stats));
         }
         Command::Publish { whip, token, video, audio, duration_s, synthetic_rate: None, .. } => {
             let started = Instant::now();
             let publisher = WhipPublisher::start(&whip, &token, PublisherMedia::looping(video, audio)).await?;
             let connected = publisher.wait_connected(CONNECT_TIMEOUT).await?;
             println!("connected after {:?}; publishing for {duration_s} s", connected - started);
-            tick(duration_s, || println!("{:?}", publisher.stats())).await;
+            let line = |stats: PublisherStats| {
+                let mut line = format!(
+                    "{} video frames ({} keyframes), {} audio packets sent",
+                    stats.video_frames_sent, stats.video_keyframes_sent, stats.audio_packets_sent
+                );
+                if let Some(error) = stats.media_error {
+                    line.push_str(&format!("; media error: {error}"));
+                }
+                line
+            };
+            tick(duration_s, || println!("{}", line(publisher.stats()))).await;
             let stats = publisher.stop().await?;
-            println!("done: {stats:?}");
+            println!("done: {}", line(stats));
         }
         Command::Subscribe { whep, token, duration_s } => {
             let started = Instant::now();
             let subscriber = WhepSubscriber::start(&whep, &token).await?;
             let connected = subscriber.wait_connected(CONNECT_TIMEOUT).await?;
             println!("connected after {:?}; receiving for {duration_s} s", connected - started);
-            tick(duration_s, || {
-                let stats = subscriber.stats();
-                println!(
+            let line = |stats: SubscriberStats| {
+                format!(
                     "video frames {} (keyframes {}, sequence gaps {}), audio packets {}",
                     stats.video.frames, stats.video.keyframes, stats.video.sequence_gaps, stats.audio.packets
-                );
-            })
-            .await;
+                )
+            };
+            tick(duration_s, || println!("{}", line(subscriber.stats()))).await;
             let stats = subscriber.stop().await?;
-            println!("done: {stats:?}");
+            println!("done: {}", line(stats));
         }
     }
     Ok(())

@@ -181,6 +181,7 @@ fn progress_bar() -> ProgressBar {
 fn write_reports(scenario: &Scenario, report: &Report) -> Result<(), String> {
     if let Some(path) = &scenario.report_json {
         let json = serde_json::to_string_pretty(report).map_err(|error| format!("serializing the report: {error}"))?;
+        create_parent(path)?;
         std::fs::write(path, json).map_err(|error| format!("writing {}: {error}", path.display()))?;
         println!("JSON report written to {}", path.display());
     }
@@ -192,8 +193,19 @@ fn write_reports(scenario: &Scenario, report: &Report) -> Result<(), String> {
             scenario.total_subscribers()
         );
         let svg = svg::render_timeline(&title, &report.timeline);
+        create_parent(path)?;
         std::fs::write(path, svg).map_err(|error| format!("writing {}: {error}", path.display()))?;
         println!("SVG plot written to {}", path.display());
     }
     Ok(())
+}
+
+/// Creates the folder a report goes into, so `target/report.json` works
+/// before anything was built into `target/`.
+fn create_parent(path: &std::path::Path) -> Result<(), String> {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => std::fs::create_dir_all(parent)
+            .map_err(|error| format!("creating {}: {error}", parent.display())),
+        _ => Ok(()),
+    }
 }
