@@ -179,9 +179,10 @@ fn floor(c: &mut Criterion) {
     let _ = reader.join();
 }
 
-/// One subscriber's layer decision: audio, the resident's three-layer video
-/// and two officers' three-layer video against an estimate that fits some
-/// upgrades but not all. The worker runs it every 100 ms per subscriber.
+/// Measures one subscriber's layer decision: audio, the resident's
+/// three-layer video and two officers' three-layer video against an estimate
+/// that fits some upgrades but not all. The worker makes one decision per
+/// subscriber every 100 ms.
 fn allocator(c: &mut Criterion) {
     let video = |priority, current| Demand {
         priority,

@@ -72,29 +72,10 @@ fn received_kbps(frames: &[(Instant, FrameRecord)], at: Instant, window: Duratio
     bytes as f64 * 8.0 / window.as_secs_f64() / 1000.0
 }
 
-/// Removes terminal colour codes from a log line.
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// Returns the newest estimate the server logged for `participant_id`, in kbit/s.
 fn logged_estimate_kbps(server: &TestServer, participant_id: &str) -> Option<f64> {
     let log = server.log_tail(400);
     log.lines()
-        .map(strip_ansi)
         .rev()
         .filter(|line| line.contains("bandwidth estimate") && line.contains(participant_id))
         .find_map(|line| {

@@ -64,7 +64,7 @@ fn codec(mime: &str, clock_rate: u32, channels: u16, fmtp: &str, payload_type: u
 
 /// Builds the media engine and interceptor registry for one peer connection.
 /// The registry numbers outgoing packets with transport-wide sequence
-/// numbers and hands the feedback on them to the returned queue.
+/// numbers, and the feedback on them goes to the returned queue.
 pub fn media_setup() -> Result<(MediaEngine, Registry, ReportQueue), Error> {
     let mut engine = MediaEngine::default();
     engine.register_codec(

@@ -62,7 +62,7 @@ pub(crate) struct Slot {
     pub leg: LegParameters,
     pub bound: Option<PublicationKey>,
     pub track: DownTrack,
-    /// Which layer of the bound publication is forwarded.
+    /// Choice of the bound publication's layer to forward.
     pub selector: LayerSelector,
     /// The sender was removed from the peer connection (renegotiated
     /// sessions); the slot stays as a tombstone so indices stay valid.
@@ -86,8 +86,8 @@ impl Publication {
         self.throttles.get_mut(layer)?.request(now).then_some(ssrc)
     }
 
-    /// The layer a down-track starts on before the allocator has run: the
-    /// lowest active one, or the first opened.
+    /// Returns the layer a down-track starts on before the allocator has
+    /// run: the lowest active one, or the first opened.
     pub fn starting_layer(&self, now: std::time::Instant) -> Option<LayerIndex> {
         self.layers.ranked(now).first().map(|&(index, _)| index).or((!self.layers.is_empty()).then_some(0))
     }

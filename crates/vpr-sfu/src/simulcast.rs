@@ -208,8 +208,8 @@ impl LayerSelector {
         }
     }
 
-    /// Decides about one packet of `layer`; `keyframe_start` tells whether
-    /// it is the first packet of a keyframe.
+    /// Decides about one packet of `layer`. `keyframe_start` is true when
+    /// the packet is the first one of a keyframe.
     pub fn select(&mut self, layer: LayerIndex, keyframe_start: bool) -> Selection {
         let Some(target) = self.target else { return Selection::Drop };
         if layer == target && self.current != Some(target) {

@@ -35,7 +35,7 @@ pub(super) struct Bandwidth {
     estimator: SendSideEstimator,
     reports: ReportQueue,
     probe: Option<ActiveProbe>,
-    /// The subscriber sent a REMB, so the estimate holds even without
+    /// The subscriber sent a REMB, so the estimate applies even without
     /// transport-wide feedback.
     remb_seen: bool,
     /// Whether a higher estimate would give some down-track a better layer;
