@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use common::{admit, clip_ivf, clip_ogg, create_room, TestServer};
 use vpr_bench::client::{PublisherMedia, WhipPublisher};
-use vpr_bench::relay::{Direction, Impairment, Relay, RelayedSubscriber};
-use vpr_control::pb::Role;
+use vpr_bench::relay::{Direction, Impairment, Relay, RelayedSubscriber, RtpPacketId};
+use vpr_control::pb::{GetSessionRequest, Role};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -100,6 +100,17 @@ async fn impaired_call_recovers_loss_and_outage() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (complete, recovered, keyframes) = first_pass(&subscriber);
+
+    // Every video packet the relay's loss draw dropped so far, and whether
+    // a retransmission brought it within the next half second.
+    let video_ssrcs = subscriber.video_ssrcs();
+    let lost: Vec<RtpPacketId> = relay
+        .lost_rtp(Direction::Downstream)
+        .into_iter()
+        .filter(|id| video_ssrcs.contains(&id.ssrc))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let repaired = lost.iter().filter(|id| subscriber.video_packet_arrival(**id).is_some()).count();
     let stats = subscriber.stats();
     let relay_stats = relay.stats();
     let nacks = server
@@ -110,9 +121,11 @@ async fn impaired_call_recovers_loss_and_outage() {
     println!(
         "loss phase ({DOWNSTREAM_DELAY:?} delay, {:.0} % loss downstream): {complete} of \
          {CLIP_FRAMES} first-pass frames complete, {recovered} of them recovered by \
-         retransmission, {keyframes} keyframes; {} late packets received; {nacks} NACKs at \
-         the server; relay downstream {:?}",
+         retransmission, {keyframes} keyframes; {repaired} of {} lost video packets \
+         retransmitted; {} late packets received; {nacks} NACKs at the server; relay \
+         downstream {:?}",
         DOWNSTREAM_LOSS * 100.0,
+        lost.len(),
         stats.video.late_packets,
         relay_stats.downstream,
     );
@@ -133,10 +146,34 @@ async fn impaired_call_recovers_loss_and_outage() {
         "more first-pass frames than the clip has"
     );
     assert!(nacks > 0.0, "the subscriber sent no NACK");
+    assert!(lost.len() >= 5, "only {} video packets were lost", lost.len());
+    assert!(
+        repaired * 100 >= lost.len() * 95,
+        "{repaired} of {} lost video packets arrived by retransmission (minimum 95 %)",
+        lost.len()
+    );
     assert!(
         recovered > 0,
         "no frame was completed by a retransmission ({} late packets)",
         stats.video.late_packets
+    );
+
+    // The session record's round trip for the officer includes the relay's
+    // downstream delay.
+    let session = grpc
+        .get_session(GetSessionRequest { room_id: room.room_id.clone() })
+        .await
+        .expect("GetSession")
+        .into_inner();
+    let officer_quality = session
+        .quality
+        .iter()
+        .find(|q| q.participant_id == officer.participant_id)
+        .unwrap_or_else(|| panic!("no quality for the officer: {:?}", session.quality));
+    let delay_ms = DOWNSTREAM_DELAY.as_secs_f64() * 1000.0;
+    assert!(
+        officer_quality.rtt_ms >= delay_ms && officer_quality.rtt_ms < delay_ms + 100.0,
+        "officer round trip over a {delay_ms} ms link: {officer_quality:?}"
     );
 
     // Outage phase: nothing arrives for 2 s, then video resumes on the same

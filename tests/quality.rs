@@ -38,6 +38,13 @@ async fn quality_summary_per_participant() {
         assert!(quality.packet_loss < 0.02, "loss on loopback for {participant}: {quality:?}");
         assert!(quality.updated_at_unix_ms > 0, "no update time: {quality:?}");
     }
+    // The officer receives, so its receiver reports echo the server's sender
+    // reports: a round trip on loopback is well under 50 ms but never zero.
+    let officer_quality = session.quality.iter().find(|q| q.participant_id == officer.participant_id).expect("officer");
+    assert!(
+        officer_quality.rtt_ms > 0.0 && officer_quality.rtt_ms < 50.0,
+        "officer round trip: {officer_quality:?}"
+    );
     let alerts = session.events.iter().filter(|e| e.kind == "quality_alert").count();
     assert_eq!(alerts, 0, "quality alert on a clean loopback call: {:?}", session.events);
 }

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod negotiate;
 pub mod offer;
 pub mod quality;
+pub mod rtt;
 pub mod simulcast;
 pub mod speaker;
 pub mod throttle;

@@ -42,5 +42,5 @@ pub use impairment::{Direction, Impairment};
 pub use scheduler::{DropReason, Scheduler, Verdict, BUCKET_DEPTH_BYTES, DEFAULT_MAX_QUEUE_DELAY};
 pub use sdp::rewrite_answer_candidates;
 pub use shell::{Relay, RelayError, RelayHandle, DEFAULT_SEED};
-pub use stats::{DirectionStats, RelayStats};
+pub use stats::{DirectionStats, RelayStats, RtpPacketId};
 pub use subscriber::{RelayedSubscriber, RelayedSubscriberStats, RelayedVideoStats};

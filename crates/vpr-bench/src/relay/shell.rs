@@ -15,7 +15,7 @@ use tokio::task::AbortHandle;
 
 use super::impairment::{Direction, Impairment};
 use super::scheduler::{DropReason, Scheduler, Verdict};
-use super::stats::RelayStats;
+use super::stats::{RelayStats, RtpPacketId};
 
 /// Seed of [`Relay::start`].
 pub const DEFAULT_SEED: u64 = 0x5650_5200;
@@ -40,7 +40,12 @@ pub enum RelayError {
 struct Shared {
     schedulers: [Scheduler; 2],
     stats: RelayStats,
+    /// RTP packets each direction's loss draw dropped, oldest first.
+    lost_rtp: [Vec<RtpPacketId>; 2],
 }
+
+/// Most dropped RTP packets remembered per direction.
+const MAX_LOST_RTP: usize = 100_000;
 
 type SharedState = Arc<Mutex<Shared>>;
 
@@ -95,6 +100,7 @@ impl Relay {
                 Scheduler::new(Impairment::none(), seed.wrapping_add(1)),
             ],
             stats: RelayStats::default(),
+            lost_rtp: [Vec::new(), Vec::new()],
         }));
         let tasks = Arc::new(Mutex::new(Vec::new()));
 
@@ -187,6 +193,13 @@ impl RelayHandle {
 
     /// Stops every relay task and closes the sockets.
     pub fn stop(self) {}
+
+    /// RTP packets of `direction` that the random loss draw dropped, oldest
+    /// first (SRTP leaves the header readable). Outages and a full rate-cap
+    /// queue are not listed.
+    pub fn lost_rtp(&self, direction: Direction) -> Vec<RtpPacketId> {
+        lock(&self.shared).lost_rtp[direction.index()].clone()
+    }
 }
 
 impl Drop for RelayHandle {
@@ -225,6 +238,10 @@ fn schedule(
         let verdict = shared.schedulers[direction.index()].schedule(Instant::now(), datagram.len());
         if let Verdict::Drop(reason) = verdict {
             shared.stats.direction_mut(direction).record_drop(reason);
+            let lost = &mut shared.lost_rtp[direction.index()];
+            if reason == DropReason::Loss && lost.len() < MAX_LOST_RTP {
+                lost.extend(RtpPacketId::parse(datagram));
+            }
         }
         verdict
     };

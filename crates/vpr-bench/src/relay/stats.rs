@@ -63,3 +63,57 @@ impl RelayStats {
         }
     }
 }
+
+/// The stream and sequence number of one RTP packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RtpPacketId {
+    /// Synchronisation source.
+    pub ssrc: u32,
+    /// Sequence number.
+    pub sequence_number: u16,
+}
+
+impl RtpPacketId {
+    /// Reads the id of an RTP or SRTP datagram; `None` for RTCP, STUN,
+    /// DTLS and anything shorter than an RTP header. RTCP is told apart by
+    /// its packet type, 192 to 223 with the marker bit (RFC 5761).
+    pub fn parse(datagram: &[u8]) -> Option<Self> {
+        if datagram.len() < 12 || datagram[0] >> 6 != 2 {
+            return None;
+        }
+        if (192..=223).contains(&datagram[1]) {
+            return None;
+        }
+        Some(Self {
+            ssrc: u32::from_be_bytes([datagram[8], datagram[9], datagram[10], datagram[11]]),
+            sequence_number: u16::from_be_bytes([datagram[2], datagram[3]]),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RtpPacketId;
+
+    #[test]
+    fn parses_rtp_and_skips_rtcp_and_stun() {
+        let mut rtp = [0u8; 20];
+        rtp[0] = 0x80;
+        rtp[1] = 0x80 | 96;
+        rtp[2..4].copy_from_slice(&513u16.to_be_bytes());
+        rtp[8..12].copy_from_slice(&0xdead_beefu32.to_be_bytes());
+        assert_eq!(
+            RtpPacketId::parse(&rtp),
+            Some(RtpPacketId { ssrc: 0xdead_beef, sequence_number: 513 })
+        );
+
+        let mut receiver_report = rtp;
+        receiver_report[1] = 201;
+        assert_eq!(RtpPacketId::parse(&receiver_report), None);
+
+        let mut stun = rtp;
+        stun[0] = 0x00;
+        assert_eq!(RtpPacketId::parse(&stun), None);
+        assert_eq!(RtpPacketId::parse(&rtp[..11]), None);
+    }
+}

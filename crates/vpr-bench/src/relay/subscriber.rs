@@ -3,6 +3,7 @@
 //! address before the subscriber applies it. Video frames are counted in any packet
 //! order, so frames completed by NACK retransmissions count.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{PeerConnection, RTCSessionDescription};
 
 use super::frames::{FrameRecord, ReorderingFrameCounter};
+use super::stats::RtpPacketId;
 use super::sdp::rewrite_answer_candidates;
 use crate::client::{
     build_loopback_peer, create_complete_offer, delete_session, post_offer, ClientError, PeerEvents,
@@ -61,6 +63,8 @@ struct ReceiveState {
     frame_log: Vec<FrameRecord>,
     /// When each frame of `frame_log` completed, in the same order.
     arrivals: Vec<Instant>,
+    /// When each video packet first arrived.
+    video_packets: HashMap<RtpPacketId, Instant>,
 }
 
 fn lock(state: &Mutex<ReceiveState>) -> MutexGuard<'_, ReceiveState> {
@@ -147,6 +151,19 @@ impl RelayedSubscriber {
         state.arrivals.iter().copied().zip(state.frame_log.iter().copied()).collect()
     }
 
+    /// When the video packet `id` first arrived, if it did.
+    pub fn video_packet_arrival(&self, id: RtpPacketId) -> Option<Instant> {
+        lock(&self.state).video_packets.get(&id).copied()
+    }
+
+    /// SSRCs that video arrived on.
+    pub fn video_ssrcs(&self) -> Vec<u32> {
+        let mut ssrcs: Vec<u32> = lock(&self.state).video_packets.keys().map(|id| id.ssrc).collect();
+        ssrcs.sort_unstable();
+        ssrcs.dedup();
+        ssrcs
+    }
+
     /// Polls the stats every 10 ms until `done` returns true or `timeout`
     /// passes. Returns the last snapshot and whether `done` returned true.
     pub async fn wait_until(
@@ -217,6 +234,8 @@ async fn read_video(track: Arc<dyn TrackRemote>, state: Arc<Mutex<ReceiveState>>
         );
 
         let mut state = lock(&state);
+        let id = RtpPacketId { ssrc: header.ssrc, sequence_number: header.sequence_number };
+        state.video_packets.entry(id).or_insert_with(Instant::now);
         let video = &mut state.stats.video;
         video.packets += 1;
         video.late_packets += counter.late_packets() - late_before;

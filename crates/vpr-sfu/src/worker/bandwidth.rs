@@ -93,8 +93,8 @@ impl Bandwidth {
     }
 
     /// Applies the loss fraction of a receiver report from the subscriber.
-    pub fn on_receiver_report(&mut self, now: Instant, fraction_lost: f32) {
-        self.estimator.on_receiver_report(now, fraction_lost, None);
+    pub fn on_receiver_report(&mut self, now: Instant, fraction_lost: f32, round_trip: Option<Duration>) {
+        self.estimator.on_receiver_report(now, fraction_lost, round_trip);
     }
 
     /// Returns true once the subscriber sent a REMB.

@@ -5,6 +5,7 @@ use super::*;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::shared::marshal::MarshalSize;
 
 impl Worker {
@@ -250,18 +251,33 @@ impl Worker {
         request_layer_keyframe(peers, touched, metrics, publication, layer, now);
     }
 
-    /// Feeds REMB and receiver-report loss from a subscriber to its
-    /// estimator: the estimate of clients without transport-wide feedback.
+    /// Feeds REMB, report-block loss and the round-trip time from a
+    /// subscriber's receiver or sender reports to its estimator and quality.
     fn feed_receiver_feedback(&mut self, subscriber: PeerKey, packets: &[Box<dyn rtc::rtcp::Packet>], now: Instant) {
-        let Some(bandwidth) = self.peers.get_mut(&subscriber).and_then(|p| p.bandwidth.as_mut()) else { return };
+        let Some(peer) = self.peers.get_mut(&subscriber) else { return };
+        let arrival = rtt::compact_ntp(SystemTime::now());
         for packet in packets {
             let any = packet.as_any();
             if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
-                bandwidth.on_remb(now, f64::from(remb.bitrate));
-            } else if let Some(report) = any.downcast_ref::<ReceiverReport>() {
-                if let Some(block) = report.reports.first() {
-                    bandwidth.on_receiver_report(now, f32::from(block.fraction_lost) / 256.0);
+                if let Some(bandwidth) = peer.bandwidth.as_mut() {
+                    bandwidth.on_remb(now, f64::from(remb.bitrate));
                 }
+                continue;
+            }
+            let blocks = if let Some(report) = any.downcast_ref::<ReceiverReport>() {
+                &report.reports
+            } else if let Some(report) = any.downcast_ref::<SenderReport>() {
+                &report.reports
+            } else {
+                continue;
+            };
+            let Some(block) = blocks.first() else { continue };
+            let round_trip = blocks.iter().find_map(|b| rtt::round_trip(arrival, b.last_sender_report, b.delay));
+            if round_trip.is_some() {
+                peer.round_trip_time = round_trip;
+            }
+            if let Some(bandwidth) = peer.bandwidth.as_mut() {
+                bandwidth.on_receiver_report(now, f32::from(block.fraction_lost) / 256.0, round_trip);
             }
         }
     }

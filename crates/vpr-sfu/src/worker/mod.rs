@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
@@ -39,6 +39,7 @@ use crate::events::{unix_ms_now, MediaEvent, TrackKind};
 use crate::metrics::Metrics;
 use crate::negotiate::{Direction, Negotiated};
 use crate::{PeerSignal, RoomParticipant, RoomTrack};
+use crate::rtt;
 use crate::quality::{AlertChange, QualitySample, RateTracker, TransportCounters};
 use crate::room::{Binding, PeerKey, Presence, Publication, PublicationKey, Room, RoomKey, Slot};
 use crate::keyframe::{starts_keyframe, VideoCodec};
@@ -128,6 +129,8 @@ struct Peer {
     offer_pending: bool,
     /// Down-track switches between simulcast layers.
     layer_changes: u64,
+    /// Latest round-trip time from the client's report blocks.
+    round_trip_time: Option<Duration>,
     /// Send-side bandwidth estimation; `None` for publish-only sessions.
     bandwidth: Option<bandwidth::Bandwidth>,
     /// The local ufrag before an ICE restart, kept in `by_ufrag` until the
@@ -361,6 +364,7 @@ impl Worker {
             needs_offer: false,
             offer_pending: false,
             layer_changes: 0,
+            round_trip_time: None,
             bandwidth,
             previous_ufrag: None,
             detached_until: None,

@@ -33,7 +33,9 @@ impl Worker {
                 continue;
             }
             let report = peer.pc.get_stats(now, StatsSelector::None);
-            let Some(sample) = peer.quality.update(now, transport_counters(&report)) else { continue };
+            let mut counters = transport_counters(&report);
+            counters.round_trip_time = peer.round_trip_time.or(counters.round_trip_time);
+            let Some(sample) = peer.quality.update(now, counters) else { continue };
             *layer_changes.entry((peer.room, peer.participant_id.clone())).or_insert(0) += peer.layer_changes;
             samples
                 .entry((peer.room, peer.participant_id.clone()))
