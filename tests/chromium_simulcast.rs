@@ -24,6 +24,7 @@ use chromium::webdriver::ChromeDriver;
 use common::{admit, create_room, TestServer};
 use serde::Deserialize;
 use vpr_bench::client::WhepSubscriber;
+use vpr_bench::relay::{Direction, Impairment, Relay, RtpPacketId};
 use vpr_control::pb::Role;
 
 const PAGE: &str = include_str!("chromium/page.html");
@@ -147,3 +148,148 @@ async fn simulcast_inside() {
     browser.delete().await.expect("closing Chromium failed");
 }
 
+
+/// Upstream loss on the path from Chromium to the server while it sends
+/// three encodings.
+const UPSTREAM_LOSS: f64 = 0.05;
+/// How long the loss lasts.
+const LOSS_PHASE: Duration = Duration::from_secs(8);
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(rename_all = "camelCase")]
+struct RepairStats {
+    packets_sent: u64,
+    retransmitted_packets_sent: u64,
+    nack_count: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct RepairSnapshot {
+    encodings: HashMap<String, RepairStats>,
+}
+
+#[test]
+fn chromium_simulcast_repairs_upstream_loss() {
+    if in_namespace() {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("building the tokio runtime failed")
+            .block_on(repair_inside());
+    } else {
+        rerun_in_namespace("chromium_simulcast_repairs_upstream_loss", RUN_TIMEOUT);
+    }
+}
+
+/// Chromium publishes three encodings through a relay that drops 5 % of
+/// what it sends. The server's NACKs must bring each lost video packet back
+/// on its own layer: the relay sees at least 95 % of them again, with the
+/// same SSRC and sequence number, and Chromium counts retransmissions on
+/// every encoding.
+async fn repair_inside() {
+    assert_only_loopback();
+    let server = TestServer::start().await;
+    let mut grpc = server.grpc_client().await;
+    let room = create_room(&mut grpc, "INC-chromium-simulcast-loss").await;
+    let resident = admit(&mut grpc, &room.room_id, "resident-simulcast-loss", Role::Resident).await;
+    let officer = admit(&mut grpc, &room.room_id, "officer-simulcast-loss", Role::Officer).await;
+    let (relay, relay_addr) = Relay::start_seeded(server.media_addr(), 4588).await.expect("starting the relay failed");
+
+    let page = PageServer::start(PAGE).await.expect("starting the page server failed");
+    let temp = tempfile::tempdir().expect("creating a temp dir failed");
+    let driver = ChromeDriver::start(&temp.path().join("chromedriver.log"))
+        .await
+        .unwrap_or_else(|error| panic!("starting ChromeDriver failed: {error}"));
+    let browser = driver
+        .new_session(&headless_args(&temp.path().join("profile")), SCRIPT_TIMEOUT)
+        .await
+        .unwrap_or_else(|error| panic!("starting Chromium failed: {error}\n{}", driver.log_tail(40)));
+    browser.navigate(&page.url()).await.expect("loading the test page failed");
+    let args = [resident.whip_url.as_str().into(), resident.join_token.as_str().into(), relay_addr.to_string().into()];
+    let value = browser
+        .call("publishSimulcast", &args)
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", server.log_tail(40)));
+    let negotiation: Negotiation = serde_json::from_value(value).expect("decoding the WHIP result failed");
+    assert_eq!(negotiation.status, 201, "WHIP status; body: {}", negotiation.answer_sdp);
+
+    let snapshot = || async {
+        let value = browser.call("simulcastStats", &[]).await.expect("simulcastStats failed");
+        let state = value["connectionState"].as_str().unwrap_or_default().to_owned();
+        let stats: RepairSnapshot = serde_json::from_value(value).expect("decoding simulcastStats failed");
+        (state, stats)
+    };
+    let connect_deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (state, _) = snapshot().await;
+        if state == "connected" {
+            break;
+        }
+        assert!(Instant::now() < connect_deadline, "Chromium did not connect through the relay: {state}\n{}", server.log_tail(40));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(relay.stats().flows, 1, "Chromium did not go through the relay");
+    let subscriber = WhepSubscriber::start(&officer.whep_url, &officer.join_token)
+        .await
+        .unwrap_or_else(|error| panic!("WHEP subscribe failed: {error}\n{}", server.log_tail(40)));
+
+    // Let every encoding start before the loss does.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, before) = snapshot().await;
+    relay.set(Direction::Upstream, Impairment::none().with_loss(UPSTREAM_LOSS));
+    tokio::time::sleep(LOSS_PHASE).await;
+    // End the loss and give the last retransmissions time to pass the relay.
+    relay.set(Direction::Upstream, Impairment::none());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, after) = snapshot().await;
+    let opus = opus_payload_type(&negotiation.answer_sdp);
+    let all_lost = relay.lost_rtp(Direction::Upstream);
+    let padding = all_lost.iter().filter(|id| id.padding).count();
+    let lost: Vec<RtpPacketId> = all_lost.into_iter().filter(|id| id.payload_type != opus && !id.padding).collect();
+    let repaired = relay.repaired_rtp(Direction::Upstream);
+    let mut per_ssrc: HashMap<u32, (usize, usize)> = HashMap::new();
+    for id in &lost {
+        let entry = per_ssrc.entry(id.ssrc).or_default();
+        entry.0 += 1;
+        entry.1 += usize::from(repaired.contains(id));
+    }
+    let received = subscriber.stats();
+    println!("relay upstream: {:?}", relay.stats().upstream);
+    println!("lost and repaired video packets per SSRC: {per_ssrc:?}; {padding} padding packets lost");
+    println!("subscriber: {} video frames", received.video.frames);
+
+    assert_eq!(per_ssrc.len(), RIDS.len(), "video packets lost per SSRC: {per_ssrc:?}");
+    for (ssrc, (lost, repaired)) in &per_ssrc {
+        assert!(*lost >= 3, "only {lost} packets of SSRC {ssrc} were lost");
+        assert!(
+            repaired * 100 >= lost * 95,
+            "{repaired} of {lost} lost packets of SSRC {ssrc} were retransmitted on it (minimum 95 %)"
+        );
+    }
+    for rid in RIDS {
+        let (Some(before), Some(after)) = (before.encodings.get(rid), after.encodings.get(rid)) else {
+            panic!("encoding {rid} missing from the stats: {after:?}");
+        };
+        println!("encoding {rid}: {before:?} -> {after:?}");
+        assert!(after.packets_sent > before.packets_sent + 100, "encoding {rid} stopped sending: {before:?} -> {after:?}");
+        assert!(after.nack_count > before.nack_count, "no NACK reached encoding {rid}: {before:?} -> {after:?}");
+        assert!(
+            after.retransmitted_packets_sent > before.retransmitted_packets_sent,
+            "Chromium retransmitted nothing on encoding {rid}: {before:?} -> {after:?}"
+        );
+    }
+    assert!(received.video.frames > 30, "the subscriber received {} video frames", received.video.frames);
+    subscriber.stop().await.expect("WHEP DELETE failed");
+    browser.delete().await.expect("closing Chromium failed");
+}
+
+/// Payload type of Opus in an SDP answer.
+fn opus_payload_type(sdp: &str) -> u8 {
+    sdp.lines()
+        .find_map(|line| {
+            let (payload_type, codec) = line.strip_prefix("a=rtpmap:")?.split_once(' ')?;
+            codec.to_ascii_lowercase().starts_with("opus/").then(|| payload_type.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no Opus in the answer:\n{sdp}"))
+}

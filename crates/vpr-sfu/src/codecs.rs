@@ -62,10 +62,19 @@ fn codec(mime: &str, clock_rate: u32, channels: u16, fmtp: &str, payload_type: u
     }
 }
 
+/// How lost video packets are retransmitted on one peer connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepairStreams {
+    /// A separate RTX stream per video stream (RFC 4588), paired by `apt`.
+    Rtx,
+    /// No RTX negotiated: retransmissions repeat the packet on its own SSRC.
+    None,
+}
+
 /// Builds the media engine and interceptor registry for one peer connection.
 /// The registry numbers outgoing packets with transport-wide sequence
 /// numbers, and the feedback on them goes to the returned queue.
-pub fn media_setup() -> Result<(MediaEngine, Registry, ReportQueue), Error> {
+pub fn media_setup(repair: RepairStreams) -> Result<(MediaEngine, Registry, ReportQueue), Error> {
     let mut engine = MediaEngine::default();
     engine.register_codec(
         codec(MIME_TYPE_OPUS, 48_000, 2, "minptime=10;useinbandfec=1", 111),
@@ -85,7 +94,9 @@ pub fn media_setup() -> Result<(MediaEngine, Registry, ReportQueue), Error> {
     ];
     for &(mime, fmtp, payload_type) in video {
         engine.register_codec(codec(mime, 90_000, 0, fmtp, payload_type), RtpCodecKind::Video)?;
-        // Browsers drop retransmission for a codec that has no RTX pairing.
+        if repair == RepairStreams::None {
+            continue;
+        }
         let rtx_fmtp = format!("apt={payload_type}");
         engine.register_codec(
             codec(MIME_TYPE_RTX, 90_000, 0, &rtx_fmtp, payload_type + 1),

@@ -21,7 +21,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::rtp_transceiver::RTCRtpSenderId;
 
 use crate::bwe::ReportQueue;
-use crate::codecs::media_setup;
+use crate::codecs::{media_setup, RepairStreams};
 use crate::config::MediaConfig;
 use crate::error::MediaError;
 use crate::events::TrackKind;
@@ -82,7 +82,11 @@ pub fn negotiate(
         .with_lite(true)
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
         .build();
-    let (media_engine, registry, reports) = media_setup()?;
+    // The library binds retransmission streams only through `a=ssrc-group:FID`,
+    // which rid simulcast lacks, so a simulcast publisher's RTX packets would be
+    // dropped. Without RTX negotiated, browsers retransmit on the layer's own SSRC.
+    let repair = if summary.simulcast { RepairStreams::None } else { RepairStreams::Rtx };
+    let (media_engine, registry, reports) = media_setup(repair)?;
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_setting_engine(setting_engine)

@@ -55,6 +55,8 @@ pub struct OfferSummary {
     pub sections_are_video: Vec<bool>,
     /// The mid of a lone m-section offered without a BUNDLE group.
     pub unbundled_mid: Option<String>,
+    /// Some video section sends several encodings named by `a=rid`.
+    pub simulcast: bool,
 }
 
 impl OfferSummary {
@@ -149,7 +151,10 @@ pub fn check_offer(sdp: &str) -> Result<OfferSummary, OfferError> {
         }
     }
 
-    Ok(OfferSummary { sections_are_video, unbundled_mid })
+    let simulcast = media
+        .iter()
+        .any(|m| m.media_name.media == "video" && m.attributes.iter().any(|a| a.key == "rid"));
+    Ok(OfferSummary { sections_are_video, unbundled_mid, simulcast })
 }
 
 /// Adapts a lone unbundled m-section to the library, which answers every
@@ -196,6 +201,14 @@ m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\n{video_ext}a=rt
         let summary = check_offer(&sdp).expect("valid offer");
         assert_eq!(summary.audio_sections(), 1);
         assert_eq!(summary.video_sections(), 1);
+        assert!(!summary.simulcast);
+    }
+
+    #[test]
+    fn rid_video_section_is_simulcast() {
+        let rids = "a=rid:q send\r\na=rid:f send\r\na=simulcast:send q;f\r\n";
+        let sdp = offer("a=group:BUNDLE 0 1\r\n", "", rids);
+        assert!(check_offer(&sdp).expect("valid offer").simulcast);
     }
 
     #[test]

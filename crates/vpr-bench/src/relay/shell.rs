@@ -4,7 +4,7 @@
 //! One scheduler per direction is shared by every client flow, so the relay
 //! behaves as one link: clients behind it share its rate cap.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -42,6 +42,10 @@ struct Shared {
     stats: RelayStats,
     /// RTP packets each direction's loss draw dropped, oldest first.
     lost_rtp: [Vec<RtpPacketId>; 2],
+    /// The same packets, for lookup.
+    lost_ids: [HashSet<RtpPacketId>; 2],
+    /// Of those, the ones a later datagram with the same id carried on.
+    repaired_rtp: [HashSet<RtpPacketId>; 2],
 }
 
 /// Most dropped RTP packets remembered per direction.
@@ -101,6 +105,8 @@ impl Relay {
             ],
             stats: RelayStats::default(),
             lost_rtp: [Vec::new(), Vec::new()],
+            lost_ids: [HashSet::new(), HashSet::new()],
+            repaired_rtp: [HashSet::new(), HashSet::new()],
         }));
         let tasks = Arc::new(Mutex::new(Vec::new()));
 
@@ -200,6 +206,12 @@ impl RelayHandle {
     pub fn lost_rtp(&self, direction: Direction) -> Vec<RtpPacketId> {
         lock(&self.shared).lost_rtp[direction.index()].clone()
     }
+
+    /// Lost RTP packets of `direction` whose retransmission on the same
+    /// SSRC, with the same sequence number, later passed the relay.
+    pub fn repaired_rtp(&self, direction: Direction) -> HashSet<RtpPacketId> {
+        lock(&self.shared).repaired_rtp[direction.index()].clone()
+    }
 }
 
 impl Drop for RelayHandle {
@@ -236,12 +248,25 @@ fn schedule(
     let verdict = {
         let mut shared = lock(shared);
         let verdict = shared.schedulers[direction.index()].schedule(Instant::now(), datagram.len());
-        if let Verdict::Drop(reason) = verdict {
-            shared.stats.direction_mut(direction).record_drop(reason);
-            let lost = &mut shared.lost_rtp[direction.index()];
-            if reason == DropReason::Loss && lost.len() < MAX_LOST_RTP {
-                lost.extend(RtpPacketId::parse(datagram));
+        let index = direction.index();
+        match verdict {
+            Verdict::Drop(reason) => {
+                shared.stats.direction_mut(direction).record_drop(reason);
+                let id = RtpPacketId::parse(datagram);
+                if let (DropReason::Loss, Some(id)) = (reason, id) {
+                    if shared.lost_rtp[index].len() < MAX_LOST_RTP && shared.lost_ids[index].insert(id) {
+                        shared.lost_rtp[index].push(id);
+                    }
+                }
             }
+            Verdict::Release(_) if !shared.lost_ids[index].is_empty() => {
+                if let Some(id) = RtpPacketId::parse(datagram) {
+                    if shared.lost_ids[index].contains(&id) {
+                        shared.repaired_rtp[index].insert(id);
+                    }
+                }
+            }
+            Verdict::Release(_) => {}
         }
         verdict
     };

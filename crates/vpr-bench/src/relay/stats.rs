@@ -64,13 +64,18 @@ impl RelayStats {
     }
 }
 
-/// The stream and sequence number of one RTP packet.
+/// The stream, payload type and sequence number of one RTP packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RtpPacketId {
     /// Synchronisation source.
     pub ssrc: u32,
+    /// Payload type.
+    pub payload_type: u8,
     /// Sequence number.
     pub sequence_number: u16,
+    /// The padding bit: set on padding-only probes, which are never
+    /// retransmitted.
+    pub padding: bool,
 }
 
 impl RtpPacketId {
@@ -86,6 +91,8 @@ impl RtpPacketId {
         }
         Some(Self {
             ssrc: u32::from_be_bytes([datagram[8], datagram[9], datagram[10], datagram[11]]),
+            payload_type: datagram[1] & 0x7f,
+            padding: datagram[0] & 0x20 != 0,
             sequence_number: u16::from_be_bytes([datagram[2], datagram[3]]),
         })
     }
@@ -104,7 +111,7 @@ mod tests {
         rtp[8..12].copy_from_slice(&0xdead_beefu32.to_be_bytes());
         assert_eq!(
             RtpPacketId::parse(&rtp),
-            Some(RtpPacketId { ssrc: 0xdead_beef, sequence_number: 513 })
+            Some(RtpPacketId { ssrc: 0xdead_beef, payload_type: 96, sequence_number: 513, padding: false })
         );
 
         let mut receiver_report = rtp;

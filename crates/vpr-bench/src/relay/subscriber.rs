@@ -234,7 +234,12 @@ async fn read_video(track: Arc<dyn TrackRemote>, state: Arc<Mutex<ReceiveState>>
         );
 
         let mut state = lock(&state);
-        let id = RtpPacketId { ssrc: header.ssrc, sequence_number: header.sequence_number };
+        let id = RtpPacketId {
+            ssrc: header.ssrc,
+            payload_type: header.payload_type,
+            sequence_number: header.sequence_number,
+            padding: header.padding,
+        };
         state.video_packets.entry(id).or_insert_with(Instant::now);
         let video = &mut state.stats.video;
         video.packets += 1;
