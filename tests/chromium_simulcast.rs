@@ -19,12 +19,13 @@ use std::time::{Duration, Instant};
 
 use chromium::args::headless_args;
 use chromium::page_server::PageServer;
-use chromium::rerun::{assert_only_loopback, in_namespace, rerun_in_namespace};
-use chromium::webdriver::ChromeDriver;
-use common::{admit, create_room, TestServer};
+use chromium::rerun::{assert_only_loopback, run_in_namespace};
+use chromium::webdriver::{ChromeDriver, Session};
+use common::frames::{layers_from_widths, longest_gap, received_kbps, settled_on};
+use common::{admit, create_room, ServerOptions, TestServer};
 use serde::Deserialize;
 use vpr_bench::client::WhepSubscriber;
-use vpr_bench::relay::{Direction, Impairment, Relay, RtpPacketId};
+use vpr_bench::relay::{Direction, FrameRecord, Impairment, Relay, RelayedSubscriber, RtpPacketId};
 use vpr_control::pb::Role;
 
 const PAGE: &str = include_str!("chromium/page.html");
@@ -60,16 +61,7 @@ struct SimulcastStats {
 
 #[test]
 fn chromium_simulcast_estimate_and_layers() {
-    if in_namespace() {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("building the tokio runtime failed")
-            .block_on(simulcast_inside());
-    } else {
-        rerun_in_namespace("chromium_simulcast_estimate_and_layers", RUN_TIMEOUT);
-    }
+    run_in_namespace("chromium_simulcast_estimate_and_layers", RUN_TIMEOUT, simulcast_inside);
 }
 
 async fn simulcast_inside() {
@@ -80,16 +72,7 @@ async fn simulcast_inside() {
     let resident = admit(&mut grpc, &room.room_id, "resident-simulcast-chromium", Role::Resident).await;
     let officer = admit(&mut grpc, &room.room_id, "officer-simulcast-chromium", Role::Officer).await;
 
-    let page = PageServer::start(PAGE).await.expect("starting the page server failed");
-    let temp = tempfile::tempdir().expect("creating a temp dir failed");
-    let driver = ChromeDriver::start(&temp.path().join("chromedriver.log"))
-        .await
-        .unwrap_or_else(|error| panic!("starting ChromeDriver failed: {error}"));
-    let browser = driver
-        .new_session(&headless_args(&temp.path().join("profile")), SCRIPT_TIMEOUT)
-        .await
-        .unwrap_or_else(|error| panic!("starting Chromium failed: {error}\n{}", driver.log_tail(40)));
-    browser.navigate(&page.url()).await.expect("loading the test page failed");
+    let (_page, _temp, _driver, browser) = open_test_page().await;
     let value = browser
         .call("publishSimulcast", &[resident.whip_url.as_str().into(), resident.join_token.as_str().into()])
         .await
@@ -170,21 +153,12 @@ struct RepairSnapshot {
 
 #[test]
 fn chromium_simulcast_repairs_upstream_loss() {
-    if in_namespace() {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("building the tokio runtime failed")
-            .block_on(repair_inside());
-    } else {
-        rerun_in_namespace("chromium_simulcast_repairs_upstream_loss", RUN_TIMEOUT);
-    }
+    run_in_namespace("chromium_simulcast_repairs_upstream_loss", RUN_TIMEOUT, repair_inside);
 }
 
 /// Chromium publishes three encodings through a relay that drops 5 % of
 /// what it sends. The server's NACKs must bring each lost video packet back
-/// on its own layer: the relay sees at least 95 % of them again, with the
+/// on its own layer: the relay forwards at least 95 % of them again, with the
 /// same SSRC and sequence number, and Chromium counts retransmissions on
 /// every encoding.
 async fn repair_inside() {
@@ -196,16 +170,7 @@ async fn repair_inside() {
     let officer = admit(&mut grpc, &room.room_id, "officer-simulcast-loss", Role::Officer).await;
     let (relay, relay_addr) = Relay::start_seeded(server.media_addr(), 4588).await.expect("starting the relay failed");
 
-    let page = PageServer::start(PAGE).await.expect("starting the page server failed");
-    let temp = tempfile::tempdir().expect("creating a temp dir failed");
-    let driver = ChromeDriver::start(&temp.path().join("chromedriver.log"))
-        .await
-        .unwrap_or_else(|error| panic!("starting ChromeDriver failed: {error}"));
-    let browser = driver
-        .new_session(&headless_args(&temp.path().join("profile")), SCRIPT_TIMEOUT)
-        .await
-        .unwrap_or_else(|error| panic!("starting Chromium failed: {error}\n{}", driver.log_tail(40)));
-    browser.navigate(&page.url()).await.expect("loading the test page failed");
+    let (_page, _temp, _driver, browser) = open_test_page().await;
     let args = [resident.whip_url.as_str().into(), resident.join_token.as_str().into(), relay_addr.to_string().into()];
     let value = browser
         .call("publishSimulcast", &args)
@@ -292,4 +257,157 @@ fn opus_payload_type(sdp: &str) -> u8 {
             codec.to_ascii_lowercase().starts_with("opus/").then(|| payload_type.parse().ok())?
         })
         .unwrap_or_else(|| panic!("no Opus in the answer:\n{sdp}"))
+}
+
+/// Widths of the three encodings of the 1280x720 fake camera, lowest first.
+const LAYER_WIDTHS: [u16; 3] = [320, 640, 1280];
+/// Rate cap toward the subscriber.
+const CAP_KBPS: u32 = 500;
+/// A gap longer than this between complete frames is a freeze.
+const FREEZE: Duration = Duration::from_millis(500);
+
+#[test]
+fn chromium_simulcast_follows_capped_link() {
+    run_in_namespace("chromium_simulcast_follows_capped_link", RUN_TIMEOUT, capped_link_inside);
+}
+
+/// Returns the subscriber's frame log with each frame's layer read from the width
+/// of the newest keyframe.
+fn layered_frames(subscriber: &RelayedSubscriber) -> Vec<(Instant, FrameRecord)> {
+    let mut frames = subscriber.timed_frame_log();
+    layers_from_widths(&mut frames, &LAYER_WIDTHS);
+    frames
+}
+
+/// Polls the subscriber until it settled on `layer` after `since`, or
+/// `deadline` passes.
+async fn wait_for_layer(subscriber: &RelayedSubscriber, layer: u8, since: Instant, deadline: Duration) -> Option<Instant> {
+    while since.elapsed() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(at) = settled_on(&layered_frames(subscriber), layer, since) {
+            return Some(at);
+        }
+    }
+    None
+}
+
+/// Chromium publishes three encodings; a subscriber behind the relay gets
+/// the top one on a clean link, a lower one that fits within 2 s of a
+/// 500 kbit/s cap, and the top one again within 8 s of the cap's end, with
+/// no gap over 500 ms between complete frames at either switch.
+async fn capped_link_inside() {
+    assert_only_loopback();
+    let server = TestServer::start_with(ServerOptions {
+        log_filter: Some("info,vpr_sfu::worker=debug,rtc=warn".to_owned()),
+        ..ServerOptions::default()
+    })
+    .await;
+    let mut grpc = server.grpc_client().await;
+    let room = create_room(&mut grpc, "INC-chromium-simulcast-cap").await;
+    let resident = admit(&mut grpc, &room.room_id, "resident-simulcast-cap", Role::Resident).await;
+    let officer = admit(&mut grpc, &room.room_id, "officer-simulcast-cap", Role::Officer).await;
+
+    let (_page, _temp, _driver, browser) = open_test_page().await;
+    let value = browser
+        .call("publishSimulcast", &[resident.whip_url.as_str().into(), resident.join_token.as_str().into()])
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", server.log_tail(40)));
+    let negotiation: Negotiation = serde_json::from_value(value).expect("decoding the WHIP result failed");
+    assert_eq!(negotiation.status, 201, "WHIP status; body: {}", negotiation.answer_sdp);
+
+    let (relay, relay_addr) = Relay::start_seeded(server.media_addr(), 500).await.expect("starting the relay failed");
+    let subscriber = RelayedSubscriber::start(&officer.whep_url, &officer.join_token, relay_addr)
+        .await
+        .unwrap_or_else(|error| panic!("WHEP subscribe failed: {error}\n{}", server.log_tail(40)));
+    let connected = subscriber
+        .wait_connected(Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|error| panic!("subscriber: {error}\n{}", server.log_tail(40)));
+
+    let layers_tail = |subscriber: &RelayedSubscriber| {
+        layered_frames(subscriber).iter().rev().take(15).map(|(_, f)| f.layer).collect::<Vec<_>>()
+    };
+    let top = LAYER_WIDTHS.len() as u8 - 1;
+    let on_top = wait_for_layer(&subscriber, top, connected, Duration::from_secs(15)).await;
+    assert!(
+        on_top.is_some(),
+        "the top layer was not reached on a clean link; last layers {:?}\npublisher {}\n{}",
+        layers_tail(&subscriber),
+        browser.call("simulcastStats", &[]).await.map(|v| v["encodings"].to_string()).unwrap_or_default(),
+        estimates(&server)
+    );
+    println!("top layer {:?} after connecting", on_top.map(|at| at.duration_since(connected)));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    relay.set(Direction::Downstream, Impairment::none().with_rate_kbps(CAP_KBPS));
+    let cap_started = Instant::now();
+    // Which lower layer fits depends on what the encoder makes of the fake
+    // camera (its half-resolution layer ran at about 330 kbit/s), so the
+    // test accepts either lower layer and checks the received rate instead.
+    let mut lowered = None;
+    while lowered.is_none() && cap_started.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let frames = layered_frames(&subscriber);
+        lowered = (0..top).find_map(|layer| settled_on(&frames, layer, cap_started));
+    }
+    tokio::time::sleep(Duration::from_secs(6).saturating_sub(cap_started.elapsed())).await;
+    let cap_ended = Instant::now();
+    relay.set(Direction::Downstream, Impairment::none());
+    let back_on_top = wait_for_layer(&subscriber, top, cap_ended, Duration::from_secs(12)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let frames = layered_frames(&subscriber);
+    let capped_layers: Vec<Option<u8>> = frames
+        .iter()
+        .filter(|(at, _)| *at > cap_ended - Duration::from_secs(2) && *at <= cap_ended)
+        .map(|(_, f)| f.layer)
+        .collect();
+    let capped_kbps = received_kbps(&frames, cap_ended, Duration::from_secs(2));
+    let down_gap = longest_gap(&frames, cap_started, cap_started + Duration::from_secs(3));
+    let up_gap = back_on_top.map(|at| longest_gap(&frames, cap_ended, at + Duration::from_secs(1)));
+    println!(
+        "cap {CAP_KBPS} kbit/s: a lower layer after {:?}, top again {:?} after the cap; gaps {down_gap:?} down, {up_gap:?} up; \
+         layers {:?} and {capped_kbps:.0} kbit/s of video in the last 2 s of the cap; relay {:?}",
+        lowered.map(|at| at.duration_since(cap_started)),
+        back_on_top.map(|at| at.duration_since(cap_ended)),
+        capped_layers.last(),
+        relay.stats().downstream,
+    );
+
+    let lowered = lowered.unwrap_or_else(|| panic!("no lower layer while capped; layers at the end of the cap {capped_layers:?}"));
+    assert!(lowered.duration_since(cap_started) <= Duration::from_secs(2), "the switch down took {:?}", lowered.duration_since(cap_started));
+    assert!(
+        capped_layers.iter().all(|layer| layer.is_some_and(|l| l < top)),
+        "the top layer arrived at the end of the cap: {capped_layers:?}"
+    );
+    assert!(capped_kbps < f64::from(CAP_KBPS), "{capped_kbps:.0} kbit/s of video through a {CAP_KBPS} kbit/s cap");
+    let back_on_top = back_on_top.unwrap_or_else(|| panic!("the top layer was not reached after the cap; last layers {:?}", layers_tail(&subscriber)));
+    assert!(back_on_top.duration_since(cap_ended) <= Duration::from_secs(8), "the top layer took {:?} after the cap", back_on_top.duration_since(cap_ended));
+    assert!(down_gap <= FREEZE, "freeze of {down_gap:?} around the downward switch");
+    assert!(up_gap.is_some_and(|gap| gap <= FREEZE), "freeze of {up_gap:?} around the upward switch");
+    subscriber.stop().await.expect("WHEP DELETE failed");
+    browser.delete().await.expect("closing Chromium failed");
+}
+
+/// The server's last bandwidth-estimate and layer log lines.
+fn estimates(server: &TestServer) -> String {
+    let log = server.log_tail(600);
+    let lines: Vec<&str> = log.lines().filter(|line| line.contains("estimate") || line.contains("layer")).collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// Starts ChromeDriver and headless Chromium on the test page. The page
+/// server, the temp dir and the driver must outlive the browser session.
+async fn open_test_page() -> (PageServer, tempfile::TempDir, ChromeDriver, Session) {
+    let page = PageServer::start(PAGE).await.expect("starting the page server failed");
+    let temp = tempfile::tempdir().expect("creating a temp dir failed");
+    let driver = ChromeDriver::start(&temp.path().join("chromedriver.log"))
+        .await
+        .unwrap_or_else(|error| panic!("starting ChromeDriver failed: {error}"));
+    let browser = driver
+        .new_session(&headless_args(&temp.path().join("profile")), SCRIPT_TIMEOUT)
+        .await
+        .unwrap_or_else(|error| panic!("starting Chromium failed: {error}\n{}", driver.log_tail(40)));
+    browser.navigate(&page.url()).await.expect("loading the test page failed");
+    (page, temp, driver, browser)
 }

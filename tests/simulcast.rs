@@ -9,9 +9,10 @@ mod common;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use common::frames::{longest_gap, received_kbps, settled_on};
 use common::{admit, create_room, ServerOptions, TestServer};
 use vpr_bench::client::simulcast::{LayerSpec, SimulcastOptions, SimulcastPublisher};
-use vpr_bench::relay::{Direction, FrameRecord, Impairment, Relay, RelayedSubscriber};
+use vpr_bench::relay::{Direction, Impairment, Relay, RelayedSubscriber};
 use vpr_control::pb::Role;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -26,8 +27,6 @@ const DOWN_DEADLINE: Duration = Duration::from_secs(2);
 const UP_DEADLINE: Duration = Duration::from_secs(8);
 /// Time allowed from connecting to the 2.5 Mbit/s top layer on a clean link.
 const INITIAL_RAMP: Duration = Duration::from_secs(3);
-/// Consecutive frames of one layer that count as having switched to it.
-const SETTLED_FRAMES: usize = 10;
 
 /// One sample of the trace kept as a test artifact.
 struct Sample {
@@ -36,40 +35,6 @@ struct Sample {
     layer: Option<u8>,
     received_kbps: f64,
     capped: bool,
-}
-
-/// Returns when the last `SETTLED_FRAMES` frames completed after `since`
-/// are all of `layer`: the completion time of the first of them.
-fn settled_on(frames: &[(Instant, FrameRecord)], layer: u8, since: Instant) -> Option<Instant> {
-    let recent: Vec<&(Instant, FrameRecord)> = frames.iter().filter(|(at, _)| *at >= since).collect();
-    if recent.len() < SETTLED_FRAMES {
-        return None;
-    }
-    let tail = &recent[recent.len() - SETTLED_FRAMES..];
-    if !tail.iter().all(|(_, frame)| frame.layer == Some(layer)) {
-        return None;
-    }
-    // The first frame of the run of `layer` that the tail belongs to.
-    let run_start = recent.iter().rposition(|(_, frame)| frame.layer != Some(layer)).map_or(0, |i| i + 1);
-    Some(recent[run_start].0)
-}
-
-/// Returns the maximum gap between complete frames within `[from, to]`.
-fn longest_gap(frames: &[(Instant, FrameRecord)], from: Instant, to: Instant) -> Duration {
-    let mut previous = from;
-    let mut longest = Duration::ZERO;
-    for (at, _) in frames.iter().filter(|(at, _)| *at >= from && *at <= to) {
-        longest = longest.max(at.duration_since(previous));
-        previous = *at;
-    }
-    longest.max(to.saturating_duration_since(previous))
-}
-
-/// Received video bitrate over the `window` before `at`, in kbit/s.
-fn received_kbps(frames: &[(Instant, FrameRecord)], at: Instant, window: Duration) -> f64 {
-    let from = at - window;
-    let bytes: usize = frames.iter().filter(|(t, _)| *t > from && *t <= at).map(|(_, f)| f.bytes).sum();
-    bytes as f64 * 8.0 / window.as_secs_f64() / 1000.0
 }
 
 /// Returns the newest estimate the server logged for `participant_id`, in kbit/s.

@@ -69,6 +69,21 @@ pub fn rerun_in_namespace(test_name: &str, timeout: Duration) {
     assert!(status.success(), "the run of {test_name} inside {name} failed: {status}");
 }
 
+/// Runs test `test_name`: outside a namespace it re-runs itself inside a
+/// new one, and inside it runs `body` on a two-thread tokio runtime.
+pub fn run_in_namespace<F: std::future::Future<Output = ()>>(test_name: &str, timeout: Duration, body: impl FnOnce() -> F) {
+    if !in_namespace() {
+        rerun_in_namespace(test_name, timeout);
+        return;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("building the tokio runtime failed")
+        .block_on(body());
+}
+
 /// Fails unless `/sys/class/net` lists only `lo`, so a test never runs
 /// Chromium on the machine's real network by mistake.
 pub fn assert_only_loopback() {

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod frames;
+
 use std::fs::{self, File};
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};

@@ -64,6 +64,8 @@ pub(crate) struct Slot {
     pub track: DownTrack,
     /// Choice of the bound publication's layer to forward.
     pub selector: LayerSelector,
+    /// When a keyframe of the selector's target was last requested.
+    pub switch_requested_at: Option<std::time::Instant>,
     /// The sender was removed from the peer connection (renegotiated
     /// sessions); the slot stays as a tombstone so indices stay valid.
     pub removed: bool,

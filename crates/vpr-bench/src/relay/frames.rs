@@ -33,6 +33,8 @@ pub struct FrameRecord {
     pub layer: Option<u8>,
     /// VP8 frame bytes, payload descriptors excluded.
     pub bytes: usize,
+    /// Picture width from a keyframe's header; `None` for other frames.
+    pub width: Option<u16>,
 }
 
 #[derive(Debug, Default)]
@@ -44,6 +46,7 @@ struct PendingFrame {
     recovered: bool,
     layer: Option<u8>,
     bytes: usize,
+    width: Option<u16>,
 }
 
 impl PendingFrame {
@@ -117,6 +120,7 @@ impl ReorderingFrameCounter {
             let frame_start = &payload[descriptor.header_len..];
             frame.keyframe = frame_start.first().is_some_and(|tag| tag & 0x01 == 0);
             frame.layer = LayerMarker::parse(frame_start, frame.keyframe).map(|marker| marker.layer);
+            frame.width = keyframe_width(frame_start).filter(|_| frame.keyframe);
         }
         if marker {
             frame.last_sequence = Some(sequence_number);
@@ -135,6 +139,7 @@ impl ReorderingFrameCounter {
             recovered: frame.recovered,
             layer: frame.layer,
             bytes: frame.bytes,
+            width: frame.width,
         })
     }
 
@@ -190,6 +195,15 @@ impl ReorderingFrameCounter {
     }
 }
 
+/// Reads the width from the start of a VP8 keyframe: a 3-byte frame tag,
+/// the start code 9d 01 2a, then 14 bits of width (RFC 6386, section 9.1).
+fn keyframe_width(frame: &[u8]) -> Option<u16> {
+    if frame.len() < 8 || frame[3..6] != [0x9d, 0x01, 0x2a] {
+        return None;
+    }
+    Some(u16::from_le_bytes([frame[6], frame[7]]) & 0x3fff)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,6 +230,7 @@ mod tests {
                 recovered: false,
                 layer: None,
                 bytes: 6,
+                width: None,
             })
         );
         assert_eq!(counter.late_packets(), 0);
@@ -239,6 +254,7 @@ mod tests {
                 recovered: false,
                 layer: None,
                 bytes: 2,
+                width: None,
             })
         );
         assert_eq!(
@@ -249,10 +265,21 @@ mod tests {
                 recovered: true,
                 layer: None,
                 bytes: 6,
+                width: None,
             })
         );
         assert_eq!(counter.late_packets(), 1);
         assert_eq!(counter.incomplete_frames(), 0);
+    }
+
+    #[test]
+    fn keyframe_width_from_header() {
+        let mut counter = ReorderingFrameCounter::new();
+        // Frame tag of a keyframe, start code, then width 640 and a scale of 1.
+        let payload = [0x10, 0x00, 0x00, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x42, 0x68, 0x01];
+        let frame = counter.push(1, 90, true, &payload).expect("complete frame");
+        assert_eq!(frame.width, Some(640));
+        assert_eq!(keyframe_width(&payload[1..6]), None);
     }
 
     #[test]

@@ -80,7 +80,7 @@ pub struct RtpPacketId {
 
 impl RtpPacketId {
     /// Reads the id of an RTP or SRTP datagram; `None` for RTCP, STUN,
-    /// DTLS and anything shorter than an RTP header. RTCP is told apart by
+    /// DTLS and anything shorter than an RTP header. RTCP is recognised by
     /// its packet type, 192 to 223 with the marker bit (RFC 5761).
     pub fn parse(datagram: &[u8]) -> Option<Self> {
         if datagram.len() < 12 || datagram[0] >> 6 != 2 {

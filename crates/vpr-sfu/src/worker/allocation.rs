@@ -4,6 +4,10 @@
 use super::*;
 use crate::allocator::{allocate, Demand, Priority};
 
+/// How long a layer switch waits for the target's keyframe before the
+/// keyframe is requested again.
+const SWITCH_RETRY: Duration = Duration::from_millis(1000);
+
 /// The cause of choosing a subscriber's layers again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Reallocation {
@@ -77,6 +81,18 @@ impl Worker {
         for (((index, publication_key), layer), demand) in targets.into_iter().zip(chosen).zip(&demands) {
             let slot = &mut peer.slots[index];
             if slot.selector.target() == layer {
+                // A publisher may ignore a request, or the request may be
+                // lost: ask again while the switch waits for its keyframe.
+                let waiting = layer.is_some() && slot.selector.current() != layer;
+                let overdue = slot
+                    .switch_requested_at
+                    .is_some_and(|at| now.saturating_duration_since(at) >= SWITCH_RETRY);
+                if let (true, true, Some(layer)) = (waiting, overdue, layer) {
+                    debug!(room_id = %room.room_id, session_id = %peer.session_id, local_track_id = %slot.local_track_id,
+                        layer, "keyframe for a layer switch requested again");
+                    slot.switch_requested_at = Some(now);
+                    requests.push((publication_key, layer));
+                }
                 continue;
             }
             debug!(room_id = %room.room_id, session_id = %peer.session_id, local_track_id = %slot.local_track_id,
@@ -84,6 +100,7 @@ impl Worker {
             let rank = |layer: Option<LayerIndex>| layer.and_then(|l| demand.layers.iter().position(|&(i, _)| i == l));
             let downward = rank(layer) < rank(slot.selector.current());
             let switching = slot.selector.set_target(layer);
+            slot.switch_requested_at = Some(now);
             if reason == Reallocation::Congestion && downward {
                 slot.selector.reset();
             }

@@ -335,6 +335,7 @@ impl Worker {
                     bound: None,
                     track: DownTrack::new(slot.ssrc, slot.kind == TrackKind::Video),
                     selector: LayerSelector::default(),
+                    switch_requested_at: None,
                     removed: false,
                 }
             })

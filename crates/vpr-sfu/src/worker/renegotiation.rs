@@ -45,6 +45,7 @@ impl Worker {
                             bound: Some(*publication_key),
                             track: DownTrack::new(ssrc, publication.kind == TrackKind::Video),
                             selector: LayerSelector::default(),
+                            switch_requested_at: None,
                             removed: false,
                         });
                         publication.bindings.push(Binding { peer: peer_key, slot: index });
