@@ -364,9 +364,10 @@ async fn capped_link_inside() {
         .collect();
     let capped_kbps = received_kbps(&frames, cap_ended, Duration::from_secs(2));
     let down_gap = longest_gap(&frames, cap_started, cap_started + Duration::from_secs(3));
+    let capped_gap = lowered.map(|at| longest_gap(&frames, at, cap_ended));
     let up_gap = back_on_top.map(|at| longest_gap(&frames, cap_ended, at + Duration::from_secs(1)));
     println!(
-        "cap {CAP_KBPS} kbit/s: a lower layer after {:?}, top again {:?} after the cap; gaps {down_gap:?} down, {up_gap:?} up; \
+        "cap {CAP_KBPS} kbit/s: a lower layer after {:?}, top again {:?} after the cap; gaps {down_gap:?} down, {capped_gap:?} while capped, {up_gap:?} up; \
          layers {:?} and {capped_kbps:.0} kbit/s of video in the last 2 s of the cap; relay {:?}",
         lowered.map(|at| at.duration_since(cap_started)),
         back_on_top.map(|at| at.duration_since(cap_ended)),
@@ -381,6 +382,9 @@ async fn capped_link_inside() {
         "the top layer arrived at the end of the cap: {capped_layers:?}"
     );
     assert!(capped_kbps < f64::from(CAP_KBPS), "{capped_kbps:.0} kbit/s of video through a {CAP_KBPS} kbit/s cap");
+    // Probes and retransmissions must not overflow the capped link once the
+    // layer fits it.
+    assert!(capped_gap.is_some_and(|gap| gap <= FREEZE), "freeze of {capped_gap:?} on the lower layer under the cap");
     let back_on_top = back_on_top.unwrap_or_else(|| panic!("the top layer was not reached after the cap; last layers {:?}", layers_tail(&subscriber)));
     assert!(back_on_top.duration_since(cap_ended) <= Duration::from_secs(8), "the top layer took {:?} after the cap", back_on_top.duration_since(cap_ended));
     assert!(down_gap <= FREEZE, "freeze of {down_gap:?} around the downward switch");

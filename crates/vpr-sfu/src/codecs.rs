@@ -12,6 +12,7 @@ use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInf
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 
 use crate::bwe::{register_send_side_bwe, ReportQueue};
+use crate::nack_filter::{NackFilter, NackFilterHandle};
 use rtc::peer_connection::configuration::media_engine::{
     MediaEngine, MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9,
 };
@@ -71,10 +72,22 @@ pub enum RepairStreams {
     None,
 }
 
+/// What one peer connection is built from.
+pub struct MediaSetup {
+    /// Codecs and header extensions.
+    pub engine: MediaEngine,
+    /// Interceptor chain.
+    pub registry: Registry,
+    /// Transport-wide feedback on what the connection sends.
+    pub reports: ReportQueue,
+    /// Round-trip input of the connection's NACK filter.
+    pub nack_filter: NackFilterHandle,
+}
+
 /// Builds the media engine and interceptor registry for one peer connection.
 /// The registry numbers outgoing packets with transport-wide sequence
 /// numbers, and the feedback on them goes to the returned queue.
-pub fn media_setup(repair: RepairStreams) -> Result<(MediaEngine, Registry, ReportQueue), Error> {
+pub fn media_setup(repair: RepairStreams) -> Result<MediaSetup, Error> {
     let mut engine = MediaEngine::default();
     engine.register_codec(
         codec(MIME_TYPE_OPUS, 48_000, 2, "minptime=10;useinbandfec=1", 111),
@@ -115,9 +128,13 @@ pub fn media_setup(repair: RepairStreams) -> Result<(MediaEngine, Registry, Repo
     // Keyframe requests from subscribers must reach the forwarder, so mark
     // inbound RTCP for delivery before the default chain consumes it.
     let registry = Registry::new().with(Slot::from(14_000), DeliverRtcp::default());
+    // Between the pacer (3 000) and the NACK responder (4 000): the filter
+    // sees subscribers' NACKs before the responder does.
+    let nack_filter = NackFilterHandle::default();
+    let registry = registry.with(Slot::from(3_500), NackFilter::new(nack_filter.clone()));
     let registry = register_default_interceptors(registry, &mut engine)?;
     let (registry, reports) = register_send_side_bwe(registry, &mut engine)?;
-    Ok((engine, registry, reports))
+    Ok(MediaSetup { engine, registry, reports, nack_filter })
 }
 
 /// Interceptor that marks every inbound RTCP packet for delivery to the

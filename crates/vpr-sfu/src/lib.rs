@@ -15,6 +15,7 @@ pub mod error;
 pub mod events;
 pub mod keyframe;
 pub mod metrics;
+pub mod nack_filter;
 pub mod negotiate;
 pub mod offer;
 pub mod quality;

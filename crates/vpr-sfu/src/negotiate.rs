@@ -21,7 +21,8 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::rtp_transceiver::RTCRtpSenderId;
 
 use crate::bwe::ReportQueue;
-use crate::codecs::{media_setup, RepairStreams};
+use crate::codecs::{media_setup, MediaSetup, RepairStreams};
+use crate::nack_filter::NackFilterHandle;
 use crate::config::MediaConfig;
 use crate::error::MediaError;
 use crate::events::TrackKind;
@@ -64,6 +65,8 @@ pub struct Negotiated {
     pub slots: Vec<SenderSlot>,
     /// Transport-wide feedback on what the connection sends.
     pub reports: ReportQueue,
+    /// Round-trip input of the connection's NACK filter.
+    pub nack_filter: NackFilterHandle,
 }
 
 /// Creates a peer connection for `offer_sdp` and answers it.
@@ -86,7 +89,7 @@ pub fn negotiate(
     // which rid simulcast lacks, so a simulcast publisher's RTX packets would be
     // dropped. Without RTX negotiated, browsers retransmit on the layer's own SSRC.
     let repair = if summary.simulcast { RepairStreams::None } else { RepairStreams::Rtx };
-    let (media_engine, registry, reports) = media_setup(repair)?;
+    let MediaSetup { engine: media_engine, registry, reports, nack_filter } = media_setup(repair)?;
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_setting_engine(setting_engine)
@@ -164,5 +167,5 @@ pub fn negotiate(
         .map(str::to_owned)
         .ok_or_else(|| MediaError::Negotiation("the answer has no a=ice-ufrag line".into()))?;
 
-    Ok(Negotiated { pc, answer_sdp, local_ufrag, slots, reports })
+    Ok(Negotiated { pc, answer_sdp, local_ufrag, slots, reports, nack_filter })
 }

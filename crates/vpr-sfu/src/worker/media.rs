@@ -273,8 +273,9 @@ impl Worker {
             };
             let Some(block) = blocks.first() else { continue };
             let round_trip = blocks.iter().find_map(|b| rtt::round_trip(arrival, b.last_sender_report, b.delay));
-            if round_trip.is_some() {
-                peer.round_trip_time = round_trip;
+            if let Some(rtt) = round_trip {
+                peer.round_trip_time = Some(rtt);
+                peer.nack_filter.set_round_trip(rtt);
             }
             if let Some(bandwidth) = peer.bandwidth.as_mut() {
                 bandwidth.on_receiver_report(now, f32::from(block.fraction_lost) / 256.0, round_trip);

@@ -131,6 +131,8 @@ struct Peer {
     layer_changes: u64,
     /// Latest round-trip time from the client's report blocks.
     round_trip_time: Option<Duration>,
+    /// Round-trip input of the connection's NACK filter.
+    nack_filter: crate::nack_filter::NackFilterHandle,
     /// Send-side bandwidth estimation; `None` for publish-only sessions.
     bandwidth: Option<bandwidth::Bandwidth>,
     /// The local ufrag before an ICE restart, kept in `by_ufrag` until the
@@ -317,7 +319,7 @@ impl Worker {
         };
         let key = self.allocate_key();
         let SessionSetup { session_id, room_id, participant_id, is_resident, direction, negotiated, signals } = setup;
-        let Negotiated { mut pc, local_ufrag, slots, reports, .. } = negotiated;
+        let Negotiated { mut pc, local_ufrag, slots, reports, nack_filter, .. } = negotiated;
         let bandwidth = (direction != Direction::Publish).then(|| bandwidth::Bandwidth::new(reports, Instant::now()));
 
         let slots = slots
@@ -366,6 +368,7 @@ impl Worker {
             offer_pending: false,
             layer_changes: 0,
             round_trip_time: None,
+            nack_filter,
             bandwidth,
             previous_ufrag: None,
             detached_until: None,
