@@ -375,8 +375,15 @@ async fn capped_link_inside() {
         relay.stats().downstream,
     );
 
-    let lowered = lowered.unwrap_or_else(|| panic!("no lower layer while capped; layers at the end of the cap {capped_layers:?}"));
-    assert!(lowered.duration_since(cap_started) <= Duration::from_secs(2), "the switch down took {:?}", lowered.duration_since(cap_started));
+    let lowered = lowered.unwrap_or_else(|| {
+        panic!("no lower layer while capped; layers at the end of the cap {capped_layers:?}\n{}", estimates(&server))
+    });
+    assert!(
+        lowered.duration_since(cap_started) <= Duration::from_secs(2),
+        "the switch down took {:?}\n{}",
+        lowered.duration_since(cap_started),
+        estimates(&server)
+    );
     assert!(
         capped_layers.iter().all(|layer| layer.is_some_and(|l| l < top)),
         "the top layer arrived at the end of the cap: {capped_layers:?}"
@@ -384,7 +391,11 @@ async fn capped_link_inside() {
     assert!(capped_kbps < f64::from(CAP_KBPS), "{capped_kbps:.0} kbit/s of video through a {CAP_KBPS} kbit/s cap");
     // Probes and retransmissions must not overflow the capped link once the
     // layer fits it.
-    assert!(capped_gap.is_some_and(|gap| gap <= FREEZE), "freeze of {capped_gap:?} on the lower layer under the cap");
+    assert!(
+        capped_gap.is_some_and(|gap| gap <= FREEZE),
+        "freeze of {capped_gap:?} on the lower layer under the cap\n{}",
+        estimates(&server)
+    );
     let back_on_top = back_on_top.unwrap_or_else(|| panic!("the top layer was not reached after the cap; last layers {:?}", layers_tail(&subscriber)));
     assert!(back_on_top.duration_since(cap_ended) <= Duration::from_secs(8), "the top layer took {:?} after the cap", back_on_top.duration_since(cap_ended));
     assert!(down_gap <= FREEZE, "freeze of {down_gap:?} around the downward switch");
@@ -396,8 +407,11 @@ async fn capped_link_inside() {
 /// The server's last bandwidth-estimate and layer log lines.
 fn estimates(server: &TestServer) -> String {
     let log = server.log_tail(600);
-    let lines: Vec<&str> = log.lines().filter(|line| line.contains("estimate") || line.contains("layer")).collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("estimate") || line.contains("layer") || line.contains("keyframe"))
+        .collect();
+    lines[lines.len().saturating_sub(60)..].join("\n")
 }
 
 /// Starts ChromeDriver and headless Chromium on the test page. The page

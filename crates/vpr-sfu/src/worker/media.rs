@@ -57,6 +57,7 @@ impl Worker {
             kind,
             layers: Layers::default(),
             throttles: Vec::new(),
+            last_keyframe_request: None,
             codec: None,
             video_codec: None,
             leg,
@@ -432,7 +433,10 @@ pub(super) fn send_keyframe_request(
     let Some(mut receiver) = publisher.pc.rtp_receiver(publication.receiver_id) else { return };
     let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
     match receiver.write_rtcp(now, vec![Box::new(pli)]) {
-        Ok(()) => Metrics::add(&metrics.keyframe_requests_sent, 1),
+        Ok(()) => {
+            Metrics::add(&metrics.keyframe_requests_sent, 1);
+            debug!(track_id = %publication.track_id, media_ssrc, "keyframe requested upstream");
+        }
         Err(err) => debug!(track_id = %publication.track_id, error = %err, "keyframe request failed"),
     }
     Worker::touch(touched, publisher, publication.publisher);
