@@ -42,8 +42,6 @@ pub(crate) struct Publication {
     pub layers: Layers,
     /// Keyframe request throttle per layer, by layer index.
     pub throttles: Vec<KeyframeThrottle>,
-    /// When a keyframe request for any layer was last sent.
-    pub last_keyframe_request: Option<std::time::Instant>,
     /// MIME type, known once the first packet arrived.
     pub codec: Option<String>,
     /// Video codec, for keyframe detection.
@@ -55,11 +53,6 @@ pub(crate) struct Publication {
     /// Publisher's id of the RFC 6464 audio-level extension, if negotiated.
     pub audio_level_id: Option<u8>,
 }
-
-/// Shortest time between keyframe requests to one publisher's track,
-/// whichever layers they name. Chromium ignored a request for one simulcast
-/// layer sent 270–290 ms after a request for another layer of the same track.
-pub const PUBLISHER_KEYFRAME_SPACING: std::time::Duration = std::time::Duration::from_millis(350);
 
 /// One sender of a subscribing session.
 pub(crate) struct Slot {
@@ -92,36 +85,7 @@ impl Publication {
     /// allows one; otherwise the request is deferred by the throttle.
     pub fn keyframe_request(&mut self, layer: LayerIndex, now: std::time::Instant) -> Option<u32> {
         let ssrc = self.layers.get(layer)?.ssrc;
-        let not_before = self.last_keyframe_request.map_or(now, |last| last + PUBLISHER_KEYFRAME_SPACING);
-        let send = self.throttles.get_mut(layer)?.request_not_before(now, not_before);
-        if send {
-            self.last_keyframe_request = Some(now);
-        }
-        send.then_some(ssrc)
-    }
-
-    /// Returns the SSRCs whose deferred keyframe requests are due at `now`,
-    /// at most one per [`PUBLISHER_KEYFRAME_SPACING`]; later ones wait.
-    pub fn due_keyframe_requests(&mut self, now: std::time::Instant) -> Vec<u32> {
-        let mut due = Vec::new();
-        for (layer, throttle) in self.throttles.iter_mut().enumerate() {
-            if throttle.poll_timeout().is_none_or(|at| at > now) {
-                continue;
-            }
-            if let Some(last) = self.last_keyframe_request {
-                if now < last + PUBLISHER_KEYFRAME_SPACING {
-                    throttle.defer_until(last + PUBLISHER_KEYFRAME_SPACING);
-                    continue;
-                }
-            }
-            if throttle.handle_timeout(now) {
-                if let Some(l) = self.layers.get(layer) {
-                    due.push(l.ssrc);
-                    self.last_keyframe_request = Some(now);
-                }
-            }
-        }
-        due
+        self.throttles.get_mut(layer)?.request(now).then_some(ssrc)
     }
 
     /// Returns the layer a down-track starts on before the allocator has

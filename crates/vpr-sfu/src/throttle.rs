@@ -13,14 +13,12 @@ pub struct KeyframeThrottle {
     interval: Duration,
     last_sent: Option<Instant>,
     pending: bool,
-    /// A deferred request waits at least until then.
-    not_before: Option<Instant>,
 }
 
 impl KeyframeThrottle {
     /// Creates a throttle that lets one request through per `interval`.
     pub fn new(interval: Duration) -> Self {
-        Self { interval, last_sent: None, pending: false, not_before: None }
+        Self { interval, last_sent: None, pending: false }
     }
 
     /// Records a request at `now`; returns true when it should be sent now.
@@ -33,37 +31,17 @@ impl KeyframeThrottle {
             _ => {
                 self.last_sent = Some(now);
                 self.pending = false;
-                self.not_before = None;
                 true
             }
         }
     }
 
-    /// Records a request at `now` that must not be sent before
-    /// `not_before`; returns true when it should be sent now.
-    pub fn request_not_before(&mut self, now: Instant, not_before: Instant) -> bool {
-        if now >= not_before {
-            return self.request(now);
-        }
-        self.defer_until(not_before);
-        false
-    }
-
-    /// Keeps a request waiting until at least `not_before`.
-    pub fn defer_until(&mut self, not_before: Instant) {
-        self.pending = true;
-        self.not_before = Some(self.not_before.map_or(not_before, |known| known.max(not_before)));
-    }
-
     /// When a deferred request becomes due, if one is waiting.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if !self.pending {
-            return None;
-        }
-        let after_interval = self.last_sent.map(|last| last + self.interval);
-        match (after_interval, self.not_before) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
+        if self.pending {
+            self.last_sent.map(|last| last + self.interval)
+        } else {
+            None
         }
     }
 
@@ -73,7 +51,6 @@ impl KeyframeThrottle {
             Some(due) if now >= due => {
                 self.last_sent = Some(now);
                 self.pending = false;
-                self.not_before = None;
                 true
             }
             _ => false,
@@ -95,17 +72,6 @@ mod tests {
         assert_eq!(throttle.poll_timeout(), Some(start + Duration::from_millis(500)));
         assert!(!throttle.handle_timeout(start + Duration::from_millis(499)));
         assert!(throttle.handle_timeout(start + Duration::from_millis(500)));
-        assert_eq!(throttle.poll_timeout(), None);
-    }
-
-    #[test]
-    fn request_waits_for_not_before() {
-        let start = Instant::now();
-        let mut throttle = KeyframeThrottle::new(Duration::from_millis(500));
-        assert!(!throttle.request_not_before(start, start + Duration::from_millis(300)));
-        assert_eq!(throttle.poll_timeout(), Some(start + Duration::from_millis(300)));
-        assert!(!throttle.handle_timeout(start + Duration::from_millis(299)));
-        assert!(throttle.handle_timeout(start + Duration::from_millis(300)));
         assert_eq!(throttle.poll_timeout(), None);
     }
 

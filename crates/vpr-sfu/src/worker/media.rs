@@ -57,7 +57,6 @@ impl Worker {
             kind,
             layers: Layers::default(),
             throttles: Vec::new(),
-            last_keyframe_request: None,
             codec: None,
             video_codec: None,
             leg,

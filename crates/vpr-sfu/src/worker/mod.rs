@@ -522,8 +522,11 @@ impl Worker {
         let Self { rooms, peers, touched, metrics, .. } = self;
         for room in rooms.values_mut() {
             for publication in room.publications.values_mut() {
-                for ssrc in publication.due_keyframe_requests(now) {
-                    media::send_keyframe_request(peers, touched, metrics, publication, ssrc, now);
+                for layer in 0..publication.throttles.len() {
+                    if publication.throttles[layer].handle_timeout(now) {
+                        let Some(ssrc) = publication.layers.get(layer).map(|l| l.ssrc) else { continue };
+                        media::send_keyframe_request(peers, touched, metrics, publication, ssrc, now);
+                    }
                 }
             }
         }
