@@ -282,3 +282,71 @@ async fn simulcast_call(incident: &str, layers: Vec<LayerSpec>, phases: Phases) 
     subscriber.stop().await.expect("WHEP DELETE failed");
     publisher.stop().await.expect("WHIP DELETE failed");
 }
+
+/// Cap that holds the default layer set on its middle layer: 500 kbit/s
+/// fits with headroom, 1.5 Mbit/s does not.
+const HOLD_CAP_KBPS: u32 = 1_000;
+/// Length of the quiet call.
+const QUIET_CALL: Duration = Duration::from_secs(60);
+
+/// A subscriber held below the top layer for a quiet minute costs few
+/// keyframe requests upstream: probing for the top layer must not make the
+/// down-track switch back and forth.
+// NOTE: fails today. Behind a 1 Mbit/s cap the down-track switched layers
+// 18 times in 60 s (19 keyframe requests); probe results or the
+// overuse reaction move the estimate across a layer's need. Run it with
+// `cargo nextest run --run-ignored only -E 'test(held_layer)'`.
+#[ignore = "layer flapping under a 1 Mbit/s cap is not fixed yet"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_layer_keeps_keyframe_requests_rare() {
+    let server = TestServer::start().await;
+    let mut grpc = server.grpc_client().await;
+    let room = create_room(&mut grpc, "INC-simulcast-quiet").await;
+    let resident = admit(&mut grpc, &room.room_id, "resident-simulcast-quiet", Role::Resident).await;
+    let officer = admit(&mut grpc, &room.room_id, "officer-simulcast-quiet", Role::Officer).await;
+    let publisher = SimulcastPublisher::start_with(
+        &resident.whip_url,
+        &resident.join_token,
+        SimulcastOptions::new(LayerSpec::default_set()),
+    )
+    .await
+    .unwrap_or_else(|error| panic!("simulcast publish failed: {error}\n{}", server.log_tail(40)));
+    publisher
+        .wait_connected(CONNECT_TIMEOUT)
+        .await
+        .unwrap_or_else(|error| panic!("publisher: {error}\n{}", server.log_tail(40)));
+
+    // The cap is on before the subscriber connects, so the call is held
+    // from its first second.
+    let (relay, relay_addr) = Relay::start_seeded(server.media_addr(), 60).await.expect("starting the relay failed");
+    relay.set(Direction::Downstream, Impairment::none().with_rate_kbps(HOLD_CAP_KBPS));
+    let subscriber = RelayedSubscriber::start(&officer.whep_url, &officer.join_token, relay_addr)
+        .await
+        .unwrap_or_else(|error| panic!("WHEP subscribe failed: {error}\n{}", server.log_tail(40)));
+    let connected = subscriber
+        .wait_connected(CONNECT_TIMEOUT)
+        .await
+        .unwrap_or_else(|error| panic!("subscriber: {error}\n{}", server.log_tail(40)));
+
+    tokio::time::sleep(QUIET_CALL).await;
+    let requests = server.metric_sum("vpr_keyframe_requests_sent_total").await.unwrap_or(0.0);
+    let switches = server.metric_sum("vpr_layer_switches_total").await.unwrap_or(0.0);
+    let frames = subscriber.timed_frame_log();
+    let held: Vec<Option<u8>> =
+        frames.iter().filter(|(at, _)| *at > connected + Duration::from_secs(10)).map(|(_, f)| f.layer).collect();
+    let middle = held.iter().filter(|layer| **layer == Some(1)).count();
+    println!(
+        "quiet {QUIET_CALL:?} call capped at {HOLD_CAP_KBPS} kbit/s: {requests} keyframe requests upstream, \
+         {switches} layer switches, {middle} of {} frames after the first 10 s on the middle layer; relay {:?}",
+        held.len(),
+        relay.stats().downstream
+    );
+    assert!(requests < 10.0, "{requests} keyframe requests upstream in a quiet {QUIET_CALL:?} ({switches} layer switches)");
+    assert!(
+        middle * 10 >= held.len() * 9,
+        "only {middle} of {} frames after the first 10 s were on the middle layer",
+        held.len()
+    );
+    subscriber.stop().await.expect("WHEP DELETE failed");
+    publisher.stop().await.expect("WHIP DELETE failed");
+}
