@@ -77,6 +77,14 @@ fn rid_hint(rid: &str) -> u8 {
     }
 }
 
+/// Bitrate assumed for a simulcast layer, by its RID's quality hint, until
+/// its own is measured: an estimate of what a browser sends at 180p, 360p
+/// and 720p.
+/// Without it, unmeasured layers would cost nothing, and a subscriber that
+/// connects in the first second would get the top layer whatever its
+/// estimate, and no probe, because nothing would seem to be held back.
+const NOMINAL_BPS: [u64; 3] = [150_000, 500_000, 2_500_000];
+
 /// The layers of one publication.
 #[derive(Debug, Clone, Default)]
 pub struct Layers {
@@ -129,8 +137,10 @@ impl Layers {
 
     /// Returns the active layers from lowest to highest quality with their bitrates.
     /// Measured bitrate ranks layers; the RID's name breaks ties and ranks
-    /// layers whose bitrate is not measured yet.
+    /// layers whose bitrate is not measured yet. An unmeasured simulcast
+    /// layer carries the nominal bitrate of its RID's quality.
     pub fn ranked(&self, now: Instant) -> Vec<(LayerIndex, u64)> {
+        let simulcast = self.is_simulcast();
         let mut active: Vec<(LayerIndex, u64)> = self
             .layers
             .iter()
@@ -143,6 +153,11 @@ impl Layers {
             let hint = rid_hint(&self.layers[i].rid);
             if all_measured { (rate, hint) } else { (u64::from(hint), 0) }
         });
+        if simulcast {
+            for (index, rate) in active.iter_mut().filter(|(_, rate)| *rate == 0) {
+                *rate = NOMINAL_BPS[usize::from(rid_hint(&self.layers[*index].rid))];
+            }
+        }
         active
     }
 }
@@ -247,9 +262,18 @@ mod tests {
         for index in [f, q, h] {
             layers.observe(index, base, 100);
         }
-        // Not measured yet: the RID names rank the layers.
-        let order: Vec<_> = layers.ranked(base).into_iter().map(|(i, _)| i).collect();
-        assert_eq!(order, vec![q, h, f]);
+        // Not measured yet: the RID names rank the layers and give their
+        // nominal bitrates.
+        assert_eq!(layers.ranked(base), vec![(q, 150_000), (h, 500_000), (f, 2_500_000)]);
+    }
+
+    #[test]
+    fn a_track_without_simulcast_has_no_nominal_bitrate() {
+        let mut layers = Layers::default();
+        let only = layers.open("", 7);
+        let base = Instant::now();
+        layers.observe(only, base, 100);
+        assert_eq!(layers.ranked(base), vec![(only, 0)]);
     }
 
     #[test]

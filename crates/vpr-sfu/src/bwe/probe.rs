@@ -39,7 +39,7 @@ const UNSATURATED_RATIO: f64 = 0.9;
 const SATURATED_UTILIZATION: f64 = 0.95;
 /// Padding is at least this fraction of the target, so a cluster always has
 /// padding packets to identify it even when media alone reaches the target.
-const MIN_PADDING_FRACTION: f64 = 0.2;
+pub const MIN_PADDING_FRACTION: f64 = 0.2;
 /// Delay growth from a probe's own queue is not congestion, so overuse from
 /// packets sent up to this long after a cluster is ignored too.
 const SETTLE_TIME: Duration = Duration::from_millis(200);

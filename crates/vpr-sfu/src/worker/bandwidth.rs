@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rtc::rtp::packet::Packet;
 
-use crate::bwe::{EstimatorConfig, ProbeCluster, ReportQueue, SendSideEstimator};
+use crate::bwe::{EstimatorConfig, ProbeCluster, ReportQueue, SendSideEstimator, MIN_PADDING_FRACTION};
 
 /// Window of the media rate handed to the prober.
 const MEDIA_RATE_WINDOW: Duration = Duration::from_millis(500);
@@ -27,7 +27,24 @@ const LOG_INTERVAL: Duration = Duration::from_millis(500);
 struct ActiveProbe {
     cluster: ProbeCluster,
     started: Instant,
+    /// Padding sent so far.
     sent_bytes: u64,
+    /// Media sent since the cluster started.
+    media_bytes: u64,
+}
+
+impl ActiveProbe {
+    /// Padding bytes the cluster is owed `elapsed` after its start: what
+    /// brings the total to the cluster's target, and never less than the
+    /// minimum share of padding. Counting the media actually sent, rather
+    /// than the rate measured before the cluster, keeps the cluster at its
+    /// target when a layer switch has just changed the media rate.
+    fn owed_padding(&self, elapsed: Duration) -> u64 {
+        let seconds = elapsed.as_secs_f64();
+        let total = (self.cluster.target_bps / 8.0 * seconds) as u64;
+        let floor = (MIN_PADDING_FRACTION * self.cluster.target_bps / 8.0 * seconds) as u64;
+        total.saturating_sub(self.media_bytes).max(floor).saturating_sub(self.sent_bytes)
+    }
 }
 
 /// Estimation state of one subscriber connection.
@@ -116,6 +133,9 @@ impl Bandwidth {
             self.window_bytes = 0;
         }
         self.window_bytes += bytes as u64;
+        if let Some(probe) = self.probe.as_mut() {
+            probe.media_bytes += bytes as u64;
+        }
     }
 
     /// Records whether the allocation held some down-track below its best
@@ -133,7 +153,7 @@ impl Bandwidth {
                 return None;
             }
             let cluster = self.estimator.poll_probe(now, self.media_rate_bps)?;
-            self.probe = Some(ActiveProbe { cluster, started: now, sent_bytes: 0 });
+            self.probe = Some(ActiveProbe { cluster, started: now, sent_bytes: 0, media_bytes: 0 });
             return None;
         }
         let probe = self.probe.as_mut()?;
@@ -142,8 +162,7 @@ impl Bandwidth {
             self.probe = None;
             return None;
         }
-        let owed = (probe.cluster.padding_bps / 8.0 * elapsed.as_secs_f64()) as u64;
-        let count = (owed.saturating_sub(probe.sent_bytes) / PADDING_PACKET_BYTES) as usize;
+        let count = (probe.owed_padding(elapsed) / PADDING_PACKET_BYTES) as usize;
         let count = count.min(MAX_PADDING_PER_FRAME);
         probe.sent_bytes += count as u64 * PADDING_PACKET_BYTES;
         Some((probe.cluster.id, count))
@@ -215,7 +234,33 @@ impl RecentPackets {
 
 #[cfg(test)]
 mod tests {
-    use super::RecentPackets;
+    use std::time::{Duration, Instant};
+
+    use super::{ActiveProbe, RecentPackets};
+    use crate::bwe::ProbeCluster;
+
+    fn probe(media_bytes: u64, sent_bytes: u64) -> ActiveProbe {
+        let cluster = ProbeCluster {
+            id: 1,
+            target_bps: 800_000.0,
+            // Planned from a media rate measured before a switch down.
+            padding_bps: 160_000.0,
+            duration: Duration::from_millis(150),
+            min_packets: 5,
+        };
+        ActiveProbe { cluster, started: Instant::now(), sent_bytes, media_bytes }
+    }
+
+    #[test]
+    fn padding_tops_up_media_to_target() {
+        let elapsed = Duration::from_millis(100);
+        // 800 kbit/s for 100 ms is 10 000 bytes; 2 000 of media leave 8 000.
+        assert_eq!(probe(2_000, 0).owed_padding(elapsed), 8_000);
+        assert_eq!(probe(2_000, 5_000).owed_padding(elapsed), 3_000, "padding already sent counts");
+        // Media above the target still leaves 20 % of it as padding.
+        assert_eq!(probe(20_000, 0).owed_padding(elapsed), 2_000);
+        assert_eq!(probe(20_000, 3_000).owed_padding(elapsed), 0);
+    }
 
     #[test]
     fn repeats_are_found_and_old_entries_expire() {
