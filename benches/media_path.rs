@@ -188,9 +188,11 @@ fn allocator(c: &mut Criterion) {
         priority,
         layers: vec![(2, 150_000), (1, 500_000), (0, 1_500_000)],
         current,
+        held: None,
+        steady: true,
     };
     let demands = vec![
-        Demand { priority: Priority::Audio, layers: vec![(0, 40_000)], current: Some(0) },
+        Demand { priority: Priority::Audio, layers: vec![(0, 40_000)], current: Some(0), held: None, steady: true },
         video(Priority::ResidentVideo, Some(0)),
         video(Priority::OtherVideo, Some(1)),
         video(Priority::OtherVideo, Some(2)),

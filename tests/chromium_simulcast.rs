@@ -21,7 +21,7 @@ use chromium::args::headless_args;
 use chromium::page_server::PageServer;
 use chromium::rerun::{assert_only_loopback, run_in_namespace};
 use chromium::webdriver::{ChromeDriver, Session};
-use common::frames::{layers_from_widths, longest_gap, received_kbps, settled_on};
+use common::frames::{layers_from_widths, longest_gap, received_kbps, settled_below, settled_on};
 use common::{admit, create_room, ServerOptions, TestServer};
 use serde::Deserialize;
 use vpr_bench::client::WhepSubscriber;
@@ -263,6 +263,8 @@ fn opus_payload_type(sdp: &str) -> u8 {
 const LAYER_WIDTHS: [u16; 3] = [320, 640, 1280];
 /// Rate cap toward the subscriber.
 const CAP_KBPS: u32 = 500;
+/// The top layer must carry this many times the cap before the cap starts.
+const TOP_ABOVE_CAP: f64 = 1.2;
 /// A gap longer than this between complete frames is a freeze.
 const FREEZE: Duration = Duration::from_millis(500);
 
@@ -337,7 +339,23 @@ async fn capped_link_inside() {
         estimates(&server)
     );
     println!("top layer {:?} after connecting", on_top.map(|at| at.duration_since(connected)));
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Chromium's encoders ramp up after connecting. The cap means something
+    // only once the top layer carries more than it: the server keeps a
+    // layer that fits.
+    let mut top_kbps = 0.0;
+    let ramp_started = Instant::now();
+    while ramp_started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        top_kbps = received_kbps(&layered_frames(&subscriber), Instant::now(), Duration::from_secs(1));
+        if top_kbps >= TOP_ABOVE_CAP * f64::from(CAP_KBPS) {
+            break;
+        }
+    }
+    println!("top layer at {top_kbps:.0} kbit/s {:?} after reaching it", ramp_started.elapsed());
+    assert!(
+        top_kbps >= TOP_ABOVE_CAP * f64::from(CAP_KBPS),
+        "the top layer reached only {top_kbps:.0} kbit/s, too little for a {CAP_KBPS} kbit/s cap to matter"
+    );
 
     relay.set(Direction::Downstream, Impairment::none().with_rate_kbps(CAP_KBPS));
     let cap_started = Instant::now();
@@ -348,7 +366,7 @@ async fn capped_link_inside() {
     while lowered.is_none() && cap_started.elapsed() < Duration::from_secs(5) {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let frames = layered_frames(&subscriber);
-        lowered = (0..top).find_map(|layer| settled_on(&frames, layer, cap_started));
+        lowered = settled_below(&frames, top, cap_started);
     }
     tokio::time::sleep(Duration::from_secs(6).saturating_sub(cap_started.elapsed())).await;
     let cap_ended = Instant::now();

@@ -25,6 +25,19 @@ pub fn settled_on(frames: &[(Instant, FrameRecord)], layer: u8, since: Instant) 
     Some(recent[run_start].0)
 }
 
+/// Returns when the last `SETTLED_FRAMES` frames completed after `since`
+/// are all of layers below `layer`: the completion time of the first frame
+/// of that run.
+pub fn settled_below(frames: &[(Instant, FrameRecord)], layer: u8, since: Instant) -> Option<Instant> {
+    let below = |frame: &FrameRecord| frame.layer.is_some_and(|l| l < layer);
+    let recent: Vec<&(Instant, FrameRecord)> = frames.iter().filter(|(at, _)| *at >= since).collect();
+    if recent.len() < SETTLED_FRAMES || !recent[recent.len() - SETTLED_FRAMES..].iter().all(|(_, frame)| below(frame)) {
+        return None;
+    }
+    let run_start = recent.iter().rposition(|(_, frame)| !below(frame)).map_or(0, |i| i + 1);
+    Some(recent[run_start].0)
+}
+
 /// Returns the maximum gap between complete frames within `[from, to]`.
 pub fn longest_gap(frames: &[(Instant, FrameRecord)], from: Instant, to: Instant) -> Duration {
     let mut previous = from;

@@ -23,6 +23,7 @@ pub mod rtt;
 pub mod simulcast;
 pub mod speaker;
 pub mod throttle;
+pub mod upgrade_hold;
 
 mod room;
 mod worker;

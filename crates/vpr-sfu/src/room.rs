@@ -15,7 +15,8 @@ use crate::keyframe::VideoCodec;
 use crate::simulcast::{LayerIndex, LayerSelector, Layers};
 use crate::quality::AlertState;
 use crate::speaker::SpeakerDetector;
-use crate::throttle::KeyframeThrottle;
+use crate::throttle::KeyframeRequests;
+use crate::upgrade_hold::UpgradeHold;
 
 /// Key of a peer connection inside the worker.
 pub(crate) type PeerKey = u64;
@@ -40,8 +41,8 @@ pub(crate) struct Publication {
     pub kind: TrackKind,
     /// One layer per encoding; a single one without simulcast.
     pub layers: Layers,
-    /// Keyframe request throttle per layer, by layer index.
-    pub throttles: Vec<KeyframeThrottle>,
+    /// Keyframe requests sent upstream, throttled per layer.
+    pub keyframe_requests: KeyframeRequests,
     /// MIME type, known once the first packet arrived.
     pub codec: Option<String>,
     /// Video codec, for keyframe detection.
@@ -66,6 +67,8 @@ pub(crate) struct Slot {
     pub selector: LayerSelector,
     /// When a keyframe of the selector's target was last requested.
     pub switch_requested_at: Option<std::time::Instant>,
+    /// Layers held back after congestion moved the down-track down.
+    pub upgrade_hold: UpgradeHold,
     /// The sender was removed from the peer connection (renegotiated
     /// sessions); the slot stays as a tombstone so indices stay valid.
     pub removed: bool,
@@ -73,11 +76,9 @@ pub(crate) struct Slot {
 
 impl Publication {
     /// Opens a layer (or updates its SSRC) and gives it a keyframe throttle.
-    pub fn open_layer(&mut self, rid: &str, ssrc: u32, interval: std::time::Duration) -> LayerIndex {
+    pub fn open_layer(&mut self, rid: &str, ssrc: u32) -> LayerIndex {
         let index = self.layers.open(rid, ssrc);
-        while self.throttles.len() < self.layers.len() {
-            self.throttles.push(KeyframeThrottle::new(interval));
-        }
+        self.keyframe_requests.cover_layers(self.layers.len());
         index
     }
 
@@ -85,7 +86,7 @@ impl Publication {
     /// allows one; otherwise the request is deferred by the throttle.
     pub fn keyframe_request(&mut self, layer: LayerIndex, now: std::time::Instant) -> Option<u32> {
         let ssrc = self.layers.get(layer)?.ssrc;
-        self.throttles.get_mut(layer)?.request(now).then_some(ssrc)
+        self.keyframe_requests.request(layer, now).then_some(ssrc)
     }
 
     /// Returns the layer a down-track starts on before the allocator has

@@ -25,6 +25,9 @@ const REMB_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_RTT: Duration = Duration::from_millis(100);
 /// Weight of a new round-trip sample in the smoothed value.
 const RTT_SMOOTHING: f64 = 0.125;
+/// Length of the burst that starts a layer switch: its keyframe and the
+/// frames right behind it.
+const SWITCH_BURST: Duration = Duration::from_millis(100);
 
 /// Limits and starting point of an estimate, in bit/s.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -122,6 +125,11 @@ impl SendSideEstimator {
         self.estimate_bps
     }
 
+    /// Returns the loss fraction of the latest feedback, 0 before any.
+    pub fn recent_loss(&self) -> f64 {
+        self.loss_based.last_loss().unwrap_or(0.0)
+    }
+
     /// Returns whether padding for a probe cluster should be sent at `now`.
     pub fn is_probing(&self, now: Instant) -> bool {
         self.prober.is_sending(now)
@@ -162,6 +170,7 @@ impl SendSideEstimator {
         };
         if overused {
             self.last_overuse = Some(now);
+            self.prober.on_overuse();
         }
 
         let rtt = self.rtt_or_default();
@@ -194,6 +203,15 @@ impl SendSideEstimator {
             self.update_estimate(now);
         }
         cluster
+    }
+
+    /// Records that a layer switch starts at `now` with the new layer's
+    /// keyframe, a burst the link's queue absorbs: overuse from packets sent
+    /// during the burst or while its queue drains is not congestion, as for
+    /// a probe cluster. A layer the link cannot carry still shows overuse
+    /// once the queue has drained.
+    pub fn on_layer_switch(&mut self, now: Instant) {
+        self.prober.add_window(now, now + SWITCH_BURST);
     }
 
     /// Records one padding packet of cluster `cluster_id`. The RTP header's

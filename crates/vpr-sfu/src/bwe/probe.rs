@@ -173,6 +173,22 @@ impl Prober {
             .any(|(start, end)| departure >= start && departure <= end + SETTLE_TIME)
     }
 
+    /// Drops the clusters queued to follow a successful one: the path is
+    /// congested now, so their targets, set from an earlier measurement,
+    /// would only overflow its queue.
+    pub(crate) fn on_overuse(&mut self) {
+        self.queued.clear();
+    }
+
+    /// Treats packets sent between `start` and `end`, and while their queue
+    /// settles, like a cluster's.
+    pub(crate) fn add_window(&mut self, start: Instant, end: Instant) {
+        self.windows.push_back((start, end));
+        if self.windows.len() > REMEMBERED_WINDOWS {
+            self.windows.pop_front();
+        }
+    }
+
     /// Starts the next cluster when one is due. `periodic_allowed` is false
     /// while the path was overused recently.
     pub(crate) fn poll(
@@ -260,10 +276,7 @@ impl Prober {
 
     fn finish(&mut self, now: Instant, estimate_bps: f64, max_bps: f64) -> ProbeResult {
         let active = self.active.take().expect("finish needs a running cluster");
-        self.windows.push_back((active.started, active.sending_until));
-        if self.windows.len() > REMEMBERED_WINDOWS {
-            self.windows.pop_front();
-        }
+        self.add_window(active.started, active.sending_until);
 
         let result = measure(&active);
         // A saturated cluster found the capacity, so probing again soon
@@ -360,4 +373,26 @@ fn rate_bps(samples: &[&Sample], time: impl Fn(&Sample) -> Option<Duration>) -> 
     }
     let bytes: usize = timed.iter().map(|entry| entry.1).sum::<usize>() - last.1;
     Some(bytes as f64 * 8.0 / span.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overuse_drops_queued_clusters() {
+        let start = Instant::now();
+        let mut prober = Prober::new(start, 300_000.0);
+        prober.on_overuse();
+        let (cluster, _) = prober.poll(start, 300_000.0, 0.0, 10_000_000.0, false);
+        assert_eq!(cluster, None);
+    }
+
+    #[test]
+    fn initial_clusters_start_without_feedback() {
+        let start = Instant::now();
+        let mut prober = Prober::new(start, 300_000.0);
+        let (cluster, _) = prober.poll(start, 300_000.0, 0.0, 10_000_000.0, false);
+        assert_eq!(cluster.map(|c| c.target_bps), Some(600_000.0));
+    }
 }

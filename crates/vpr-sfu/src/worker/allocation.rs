@@ -2,13 +2,16 @@
 //! down-tracks, with a keyframe request for each layer a down-track moves to.
 
 use super::*;
-use crate::allocator::{allocate, Demand, Priority};
+use crate::allocator::{allocate, Budget, Demand, Priority};
 
 /// How long a layer switch waits for the target's keyframe before the
-/// keyframe is requested again. Chromium ignored a request for one layer
-/// sent 270–290 ms after a request for another layer of the same track; the
-/// repeat goes out once the layer's 500 ms throttle allows it.
+/// keyframe is requested again, in case the request or the keyframe was
+/// lost. The repeat goes out once the layer's 500 ms throttle allows it.
 const SWITCH_RETRY: Duration = Duration::from_millis(500);
+
+/// How long a down-track forwards one layer before the link counts as
+/// carrying it.
+const STEADY_AFTER: Duration = Duration::from_secs(5);
 
 /// The cause of choosing a subscriber's layers again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +52,7 @@ impl Worker {
 
         let mut demands = Vec::new();
         let mut targets = Vec::new();
-        for (index, slot) in peer.slots.iter().enumerate() {
+        for (index, slot) in peer.slots.iter_mut().enumerate() {
             let Some(publication_key) = slot.bound.filter(|_| !slot.removed) else { continue };
             let Some(publication) = room.publications.get(&publication_key) else { continue };
             if publication.muted {
@@ -64,14 +67,19 @@ impl Worker {
                 (TrackKind::Video, true) => Priority::ResidentVideo,
                 (TrackKind::Video, false) => Priority::OtherVideo,
             };
-            demands.push(Demand { priority, layers, current: slot.selector.current() });
+            let held = slot.upgrade_hold.held_layer(estimate, now);
+            let current = slot.selector.current();
+            let steady = current == slot.selector.target()
+                && slot.switch_requested_at.is_none_or(|at| now.saturating_duration_since(at) >= STEADY_AFTER);
+            demands.push(Demand { priority, layers, current, held, steady });
             targets.push((index, publication_key));
         }
         if demands.is_empty() {
             return;
         }
 
-        let chosen = allocate(estimate, &demands);
+        let loss = peer.bandwidth.as_ref().map_or(0.0, |bandwidth| bandwidth.recent_loss());
+        let chosen = allocate(Budget { estimate_bps: estimate, loss }, &demands);
         let constrained = demands
             .iter()
             .zip(&chosen)
@@ -100,9 +108,14 @@ impl Worker {
             debug!(room_id = %room.room_id, session_id = %peer.session_id, local_track_id = %slot.local_track_id,
                 from = ?slot.selector.target(), to = ?layer, estimate_bps = estimate, "down-track layer target changed");
             let rank = |layer: Option<LayerIndex>| layer.and_then(|l| demand.layers.iter().position(|&(i, _)| i == l));
-            let downward = rank(layer) < rank(slot.selector.current());
+            let current = slot.selector.current();
+            let downward = rank(layer) < rank(current);
             let switching = slot.selector.set_target(layer);
             slot.switch_requested_at = Some(now);
+            if let (true, Some(from)) = (downward, current) {
+                let from_bps = demand.layers.iter().find(|&&(index, _)| index == from).map_or(0, |&(_, bps)| bps);
+                slot.upgrade_hold.on_downgrade(from, from_bps, now);
+            }
             if reason == Reallocation::Congestion && downward {
                 slot.selector.reset();
             }

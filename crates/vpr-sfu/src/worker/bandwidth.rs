@@ -31,19 +31,29 @@ struct ActiveProbe {
     sent_bytes: u64,
     /// Media sent since the cluster started.
     media_bytes: u64,
+    /// Time from the cluster's start to its last burst of padding.
+    last_burst: Duration,
 }
 
 impl ActiveProbe {
-    /// Padding bytes the cluster is owed `elapsed` after its start: what
-    /// brings the total to the cluster's target, and never less than the
-    /// minimum share of padding. Counting the media actually sent, rather
-    /// than the rate measured before the cluster, keeps the cluster at its
-    /// target when a layer switch has just changed the media rate.
+    fn new(cluster: ProbeCluster, started: Instant) -> Self {
+        Self { cluster, started, sent_bytes: 0, media_bytes: 0, last_burst: Duration::ZERO }
+    }
+
+    /// Padding bytes to send `elapsed` after the cluster's start: what
+    /// brings the total to the cluster's target, and at least the minimum
+    /// share of padding for the time since the last burst. Counting the
+    /// media actually sent, rather than the rate measured before the
+    /// cluster, keeps the cluster at its target when a layer switch has just
+    /// changed the media rate. The minimum share puts padding after every
+    /// frame, so a cluster whose target a keyframe alone fills still spans
+    /// its whole duration and can be measured.
     fn owed_padding(&self, elapsed: Duration) -> u64 {
-        let seconds = elapsed.as_secs_f64();
-        let total = (self.cluster.target_bps / 8.0 * seconds) as u64;
-        let floor = (MIN_PADDING_FRACTION * self.cluster.target_bps / 8.0 * seconds) as u64;
-        total.saturating_sub(self.media_bytes).max(floor).saturating_sub(self.sent_bytes)
+        let bytes_per_second = self.cluster.target_bps / 8.0;
+        let total = (bytes_per_second * elapsed.as_secs_f64()) as u64;
+        let since_burst = elapsed.saturating_sub(self.last_burst).as_secs_f64();
+        let floor = (MIN_PADDING_FRACTION * bytes_per_second * since_burst) as u64;
+        total.saturating_sub(self.media_bytes + self.sent_bytes).max(floor)
     }
 }
 
@@ -84,6 +94,11 @@ impl Bandwidth {
     /// Returns the current estimate in bit/s.
     pub fn estimate_bps(&self) -> f64 {
         self.estimator.estimate_bps()
+    }
+
+    /// Returns the loss fraction of the latest feedback.
+    pub fn recent_loss(&self) -> f64 {
+        self.estimator.recent_loss()
     }
 
     /// Feeds the transport-wide feedback the interceptor chain resolved.
@@ -138,6 +153,12 @@ impl Bandwidth {
         }
     }
 
+    /// Records that a down-track switched layer at `now`, starting with a
+    /// keyframe.
+    pub fn on_layer_switch(&mut self, now: Instant) {
+        self.estimator.on_layer_switch(now);
+    }
+
     /// Records whether the allocation held some down-track below its best
     /// layer.
     pub fn set_constrained(&mut self, constrained: bool) {
@@ -153,7 +174,7 @@ impl Bandwidth {
                 return None;
             }
             let cluster = self.estimator.poll_probe(now, self.media_rate_bps)?;
-            self.probe = Some(ActiveProbe { cluster, started: now, sent_bytes: 0, media_bytes: 0 });
+            self.probe = Some(ActiveProbe::new(cluster, now));
             return None;
         }
         let probe = self.probe.as_mut()?;
@@ -165,6 +186,7 @@ impl Bandwidth {
         let count = (probe.owed_padding(elapsed) / PADDING_PACKET_BYTES) as usize;
         let count = count.min(MAX_PADDING_PER_FRAME);
         probe.sent_bytes += count as u64 * PADDING_PACKET_BYTES;
+        probe.last_burst = elapsed;
         Some((probe.cluster.id, count))
     }
 
@@ -239,7 +261,7 @@ mod tests {
     use super::{ActiveProbe, RecentPackets};
     use crate::bwe::ProbeCluster;
 
-    fn probe(media_bytes: u64, sent_bytes: u64) -> ActiveProbe {
+    fn probe(media_bytes: u64, sent_bytes: u64, last_burst_ms: u64) -> ActiveProbe {
         let cluster = ProbeCluster {
             id: 1,
             target_bps: 800_000.0,
@@ -248,18 +270,30 @@ mod tests {
             duration: Duration::from_millis(150),
             min_packets: 5,
         };
-        ActiveProbe { cluster, started: Instant::now(), sent_bytes, media_bytes }
+        let mut probe = ActiveProbe::new(cluster, Instant::now());
+        probe.media_bytes = media_bytes;
+        probe.sent_bytes = sent_bytes;
+        probe.last_burst = Duration::from_millis(last_burst_ms);
+        probe
     }
 
     #[test]
     fn padding_tops_up_media_to_target() {
         let elapsed = Duration::from_millis(100);
         // 800 kbit/s for 100 ms is 10 000 bytes; 2 000 of media leave 8 000.
-        assert_eq!(probe(2_000, 0).owed_padding(elapsed), 8_000);
-        assert_eq!(probe(2_000, 5_000).owed_padding(elapsed), 3_000, "padding already sent counts");
-        // Media above the target still leaves 20 % of it as padding.
-        assert_eq!(probe(20_000, 0).owed_padding(elapsed), 2_000);
-        assert_eq!(probe(20_000, 3_000).owed_padding(elapsed), 0);
+        assert_eq!(probe(2_000, 0, 0).owed_padding(elapsed), 8_000);
+        assert_eq!(probe(2_000, 5_000, 67).owed_padding(elapsed), 3_000, "padding already sent counts");
+    }
+
+    #[test]
+    fn every_burst_carries_minimum_padding() {
+        let elapsed = Duration::from_millis(100);
+        // A keyframe above the target: 20 % of 800 kbit/s for the 100 ms
+        // since the start is 2 000 bytes.
+        assert_eq!(probe(20_000, 0, 0).owed_padding(elapsed), 2_000);
+        // After a burst at 67 ms, 20 % of the 33 ms since, whatever was
+        // sent before.
+        assert_eq!(probe(20_000, 6_000, 67).owed_padding(elapsed), 660);
     }
 
     #[test]

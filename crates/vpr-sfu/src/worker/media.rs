@@ -30,7 +30,7 @@ impl Worker {
             let room_key = peer.room;
             let Some(room) = self.rooms.get_mut(&room_key) else { return };
             if let Some(publication) = room.publications.get_mut(&publication_key) {
-                let layer = publication.open_layer(&rid, ssrc, interval);
+                let layer = publication.open_layer(&rid, ssrc);
                 debug!(room_id = %room.room_id, track_id = %publication.track_id, rid = %rid, ssrc, layer,
                     "simulcast layer opened");
             }
@@ -56,7 +56,7 @@ impl Worker {
             receiver_id,
             kind,
             layers: Layers::default(),
-            throttles: Vec::new(),
+            keyframe_requests: KeyframeRequests::new(interval),
             codec: None,
             video_codec: None,
             leg,
@@ -64,7 +64,7 @@ impl Worker {
             muted: false,
             audio_level_id,
         };
-        publication.open_layer(&rid, ssrc, interval);
+        publication.open_layer(&rid, ssrc);
         if let Some(room) = self.rooms.get_mut(&peer.room) {
             room.publications.insert(publication_key, publication);
         }
@@ -172,6 +172,9 @@ impl Worker {
             Some(codec) => media_bytes > 0 && starts_keyframe(codec, &packet.payload),
             None => publication.kind == TrackKind::Audio,
         };
+        if keyframe_start && publication.video_codec.is_some() {
+            publication.keyframe_requests.keyframe_arrived(layer);
+        }
 
         let mut forwarded = 0u64;
         for binding in &publication.bindings {
@@ -188,6 +191,9 @@ impl Worker {
                 Selection::Switch { from } => {
                     slot.track.restart();
                     if from.is_some() {
+                        if let Some(bandwidth) = subscriber.bandwidth.as_mut() {
+                            bandwidth.on_layer_switch(now);
+                        }
                         subscriber.layer_changes += 1;
                         Metrics::add(&self.metrics.layer_switches, 1);
                         debug!(session_id = %subscriber.session_id, track_id = %publication.track_id,

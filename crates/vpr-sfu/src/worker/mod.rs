@@ -44,6 +44,7 @@ use crate::quality::{AlertChange, QualitySample, RateTracker, TransportCounters}
 use crate::room::{Binding, PeerKey, Presence, Publication, PublicationKey, Room, RoomKey, Slot};
 use crate::keyframe::{starts_keyframe, VideoCodec};
 use crate::simulcast::{LayerIndex, LayerSelector, Layers, Selection};
+use crate::throttle::KeyframeRequests;
 
 mod allocation;
 mod bandwidth;
@@ -338,6 +339,7 @@ impl Worker {
                     track: DownTrack::new(slot.ssrc, slot.kind == TrackKind::Video),
                     selector: LayerSelector::default(),
                     switch_requested_at: None,
+                    upgrade_hold: Default::default(),
                     removed: false,
                 }
             })
@@ -522,11 +524,9 @@ impl Worker {
         let Self { rooms, peers, touched, metrics, .. } = self;
         for room in rooms.values_mut() {
             for publication in room.publications.values_mut() {
-                for layer in 0..publication.throttles.len() {
-                    if publication.throttles[layer].handle_timeout(now) {
-                        let Some(ssrc) = publication.layers.get(layer).map(|l| l.ssrc) else { continue };
-                        media::send_keyframe_request(peers, touched, metrics, publication, ssrc, now);
-                    }
+                for layer in publication.keyframe_requests.due(now) {
+                    let Some(ssrc) = publication.layers.get(layer).map(|l| l.ssrc) else { continue };
+                    media::send_keyframe_request(peers, touched, metrics, publication, ssrc, now);
                 }
             }
         }
@@ -589,7 +589,7 @@ impl Worker {
                         delay_based_bps = snapshot.delay_based_bps as u64,
                         loss_based_bps = snapshot.loss_based_bps as u64,
                         loss = snapshot.loss.unwrap_or(0.0), usage = ?snapshot.usage,
-                        last_probe = ?snapshot.last_probe.map(|p| p.outcome),
+                        last_probe = ?snapshot.last_probe,
                         twcc_active = snapshot.twcc_active, probing = snapshot.probe_active,
                         layer_changes = peer.layer_changes, "bandwidth estimate");
                 }

@@ -46,6 +46,7 @@ impl Worker {
                             track: DownTrack::new(ssrc, publication.kind == TrackKind::Video),
                             selector: LayerSelector::default(),
                             switch_requested_at: None,
+                            upgrade_hold: Default::default(),
                             removed: false,
                         });
                         publication.bindings.push(Binding { peer: peer_key, slot: index });
