@@ -41,7 +41,9 @@ async fn record(store: &Store, event: &MediaEvent) -> Result<(), vpr_store::Stor
             let detail = serde_json::json!({ "reason": "replaced by a new connection" }).to_string();
             append(store, room_id, "participant_reconnected", Some(participant_id), None, detail, *at_ms).await
         }
-        MediaEvent::QualityReport { participant_id, bitrate_kbps, packet_loss, rtt_ms, layer_changes, at_ms, .. } => {
+        MediaEvent::QualityReport {
+            participant_id, bitrate_kbps, packet_loss, rtt_ms, jitter_ms, video_layer, layer_changes, at_ms, ..
+        } => {
             store
                 .upsert_quality(QualityRow {
                     participant_id: participant_id.clone(),
@@ -50,6 +52,8 @@ async fn record(store: &Store, event: &MediaEvent) -> Result<(), vpr_store::Stor
                     rtt_ms: *rtt_ms,
                     layer_changes: i64::try_from(*layer_changes).unwrap_or(i64::MAX),
                     updated_at_ms: *at_ms,
+                    jitter_ms: *jitter_ms,
+                    video_layer: video_layer.clone(),
                 })
                 .await
         }

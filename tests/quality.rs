@@ -45,6 +45,8 @@ async fn quality_summary_per_participant() {
         officer_quality.rtt_ms > 0.0 && officer_quality.rtt_ms < 50.0,
         "officer round trip: {officer_quality:?}"
     );
+    assert!(officer_quality.jitter_ms < 30.0, "officer jitter on loopback: {officer_quality:?}");
+    assert_eq!(officer_quality.video_layer, "", "a call without simulcast has no layer: {officer_quality:?}");
     let alerts = session.events.iter().filter(|e| e.kind == "quality_alert").count();
     assert_eq!(alerts, 0, "quality alert on a clean loopback call: {:?}", session.events);
 }

@@ -265,19 +265,29 @@ async fn simulcast_call(incident: &str, layers: Vec<LayerSpec>, phases: Phases) 
     let overall = longest_gap(&frames, reached_top, end);
     println!("longest gap between complete frames from the first top-layer frame on: {overall:?}");
 
-    // The session record counts the officer's layer switches, as of the
-    // last quality report (every 2 s).
-    let session = grpc
-        .get_session(vpr_control::pb::GetSessionRequest { room_id: room.room_id.clone() })
-        .await
-        .expect("GetSession failed")
-        .into_inner();
-    let quality = session
-        .quality
-        .iter()
-        .find(|q| q.participant_id == officer.participant_id)
-        .unwrap_or_else(|| panic!("no quality summary for the officer: {:?}", session.quality));
+    // The session record counts the officer's layer switches and names the
+    // layer it receives, as of the last quality report (every 2 s).
+    let mut quality = None;
+    let waited = Instant::now();
+    while waited.elapsed() < Duration::from_secs(5) {
+        let session = grpc
+            .get_session(vpr_control::pb::GetSessionRequest { room_id: room.room_id.clone() })
+            .await
+            .expect("GetSession failed")
+            .into_inner();
+        quality = session.quality.into_iter().find(|q| q.participant_id == officer.participant_id);
+        if quality.as_ref().is_some_and(|q| q.video_layer == "f") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let quality = quality.expect("no quality summary for the officer");
+    println!("officer quality in the session record: {quality:?}");
     assert!(quality.layer_changes >= 2, "layer changes in the session record: {quality:?}");
+    assert_eq!(quality.video_layer, "f", "layer in the session record: {quality:?}");
+    // Its receiver reports carry the jitter of the relay's pacing.
+    assert!(quality.jitter_ms > 0.0, "no jitter in the session record: {quality:?}");
+    assert!(quality.jitter_ms < 100.0, "jitter in the session record: {quality:?}");
 
     subscriber.stop().await.expect("WHEP DELETE failed");
     publisher.stop().await.expect("WHIP DELETE failed");

@@ -160,6 +160,8 @@ fn quality(row: &QualityRow) -> pb::ParticipantQuality {
         rtt_ms: row.rtt_ms,
         layer_changes: row.layer_changes,
         updated_at_unix_ms: row.updated_at_ms,
+        jitter_ms: row.jitter_ms,
+        video_layer: row.video_layer.clone(),
     }
 }
 

@@ -84,6 +84,12 @@ pub enum MediaEvent {
         packet_loss: f64,
         /// Worst round-trip time in milliseconds; 0 when unknown.
         rtt_ms: f64,
+        /// Worst interarrival jitter the participant reports, in ms; 0 when
+        /// unknown.
+        jitter_ms: f64,
+        /// RID of the simulcast layer the participant receives of the video
+        /// it watches first; empty when none.
+        video_layer: String,
         /// Simulcast layer switches of the participant's down-tracks so far.
         layer_changes: u64,
         /// When it was measured.

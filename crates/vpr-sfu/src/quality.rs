@@ -27,6 +27,8 @@ pub struct TransportCounters {
     pub reported_fraction_lost: Option<f64>,
     /// Round-trip time from the client's receiver reports.
     pub round_trip_time: Option<Duration>,
+    /// Interarrival jitter from the client's receiver reports.
+    pub jitter: Option<Duration>,
 }
 
 /// Quality of one interval.
@@ -38,6 +40,8 @@ pub struct QualitySample {
     pub packet_loss: f64,
     /// Latest round-trip time, when known.
     pub round_trip_time: Option<Duration>,
+    /// Latest interarrival jitter, when known.
+    pub jitter: Option<Duration>,
 }
 
 impl QualitySample {
@@ -47,11 +51,17 @@ impl QualitySample {
         QualitySample {
             bitrate_kbps: self.bitrate_kbps + other.bitrate_kbps,
             packet_loss: self.packet_loss.max(other.packet_loss),
-            round_trip_time: match (self.round_trip_time, other.round_trip_time) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                (a, b) => a.or(b),
-            },
+            round_trip_time: worst(self.round_trip_time, other.round_trip_time),
+            jitter: worst(self.jitter, other.jitter),
         }
+    }
+}
+
+/// Returns the larger of two optional durations.
+fn worst(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -82,6 +92,7 @@ impl RateTracker {
             bitrate_kbps: bytes as f64 * 8.0 / 1000.0 / seconds,
             packet_loss,
             round_trip_time: counters.round_trip_time,
+            jitter: counters.jitter,
         })
     }
 }
@@ -153,6 +164,7 @@ mod tests {
             bitrate_kbps: 500.0,
             packet_loss: loss,
             round_trip_time: Some(Duration::from_millis(rtt_ms)),
+            jitter: None,
         };
         let mut alert = AlertState::default();
         assert_eq!(alert.update(&sample(0.01, 50)), None);
@@ -165,11 +177,22 @@ mod tests {
 
     #[test]
     fn combine_adds_bitrate_and_keeps_worst() {
-        let a = QualitySample { bitrate_kbps: 300.0, packet_loss: 0.01, round_trip_time: None };
-        let b = QualitySample { bitrate_kbps: 200.0, packet_loss: 0.04, round_trip_time: Some(Duration::from_millis(80)) };
+        let a = QualitySample {
+            bitrate_kbps: 300.0,
+            packet_loss: 0.01,
+            round_trip_time: None,
+            jitter: Some(Duration::from_millis(9)),
+        };
+        let b = QualitySample {
+            bitrate_kbps: 200.0,
+            packet_loss: 0.04,
+            round_trip_time: Some(Duration::from_millis(80)),
+            jitter: Some(Duration::from_millis(3)),
+        };
         let both = a.combine(b);
         assert_eq!(both.bitrate_kbps, 500.0);
         assert_eq!(both.packet_loss, 0.04);
         assert_eq!(both.round_trip_time, Some(Duration::from_millis(80)));
+        assert_eq!(both.jitter, Some(Duration::from_millis(9)));
     }
 }

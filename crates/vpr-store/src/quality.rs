@@ -9,14 +9,14 @@ use crate::{Store, StoreError};
 /// Columns of `quality` in [`QualityRow`] field order.
 macro_rules! quality_columns {
     () => {
-        "participant_id, bitrate_kbps, packet_loss, rtt_ms, layer_changes, updated_at_ms"
+        "participant_id, bitrate_kbps, packet_loss, rtt_ms, layer_changes, updated_at_ms, jitter_ms, video_layer"
     };
 }
 
 /// Selects the quality rows of the participants of the room bound to `$1`,
 /// ordered by participant id.
 pub(crate) const QUALITY_IN_ROOM: &str = "SELECT q.participant_id, q.bitrate_kbps, \
-    q.packet_loss, q.rtt_ms, q.layer_changes, q.updated_at_ms \
+    q.packet_loss, q.rtt_ms, q.layer_changes, q.updated_at_ms, q.jitter_ms, q.video_layer \
     FROM quality q JOIN participants p ON p.participant_id = q.participant_id \
     WHERE p.room_id = $1 ORDER BY q.participant_id";
 
@@ -29,11 +29,12 @@ impl Store {
             sqlx::query(concat!(
                 "INSERT INTO quality (",
                 quality_columns!(),
-                ") VALUES ($1, $2, $3, $4, $5, $6) \
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
                  ON CONFLICT (participant_id) DO UPDATE SET \
                  bitrate_kbps = excluded.bitrate_kbps, packet_loss = excluded.packet_loss, \
                  rtt_ms = excluded.rtt_ms, layer_changes = excluded.layer_changes, \
-                 updated_at_ms = excluded.updated_at_ms"
+                 updated_at_ms = excluded.updated_at_ms, jitter_ms = excluded.jitter_ms, \
+                 video_layer = excluded.video_layer"
             ))
             .bind(&q.participant_id)
             .bind(q.bitrate_kbps)
@@ -41,6 +42,8 @@ impl Store {
             .bind(q.rtt_ms)
             .bind(q.layer_changes)
             .bind(q.updated_at_ms)
+            .bind(q.jitter_ms)
+            .bind(&q.video_layer)
             .execute(pool)
             .await
             .map(|done| done.rows_affected())

@@ -208,6 +208,11 @@ pub struct QualityRow {
     /// Number of simulcast layer switches.
     pub layer_changes: i64,
     pub updated_at_ms: i64,
+    /// Worst interarrival jitter the participant's connections report, in ms.
+    pub jitter_ms: f64,
+    /// RID of the simulcast layer the participant receives of the video it
+    /// watches first (the resident's); empty when none.
+    pub video_layer: String,
 }
 
 /// Filter of [`crate::Store::list_sessions`]. Each field that is `Some` must

@@ -609,6 +609,8 @@ async fn quality_upserted_into_record(db: &TestDb) {
         rtt_ms: 48.25,
         layer_changes: 3,
         updated_at_ms: 2_000,
+        jitter_ms: 4.5,
+        video_layer: "h".to_owned(),
     };
     store.upsert_quality(first.clone()).await.unwrap();
     assert_eq!(store.quality("p-1").await.unwrap(), Some(first));
@@ -620,6 +622,8 @@ async fn quality_upserted_into_record(db: &TestDb) {
         rtt_ms: 31.5,
         layer_changes: 4,
         updated_at_ms: 3_000,
+        jitter_ms: 2.25,
+        video_layer: "f".to_owned(),
     };
     store.upsert_quality(updated.clone()).await.unwrap();
     let other = QualityRow {
@@ -629,6 +633,8 @@ async fn quality_upserted_into_record(db: &TestDb) {
         rtt_ms: 250.0,
         layer_changes: 0,
         updated_at_ms: 3_000,
+        jitter_ms: 0.0,
+        video_layer: String::new(),
     };
     store.upsert_quality(other.clone()).await.unwrap();
 
@@ -643,6 +649,8 @@ async fn quality_upserted_into_record(db: &TestDb) {
             rtt_ms: 1.0,
             layer_changes: 0,
             updated_at_ms: 3_000,
+            jitter_ms: 0.0,
+            video_layer: String::new(),
         })
         .await;
     assert!(

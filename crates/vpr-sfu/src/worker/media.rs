@@ -8,6 +8,11 @@ use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::shared::marshal::MarshalSize;
 
+/// RTP clock rate of every video codec the server negotiates.
+const VIDEO_CLOCK_RATE: f64 = 90_000.0;
+/// RTP clock rate of Opus, the audio codec the server negotiates.
+const AUDIO_CLOCK_RATE: f64 = 48_000.0;
+
 impl Worker {
     /// Opens a publication on a publisher's first stream of a track, or a
     /// further simulcast layer of a publication already open.
@@ -257,7 +262,7 @@ impl Worker {
         request_layer_keyframe(peers, touched, metrics, publication, layer, now);
     }
 
-    /// Feeds REMB, report-block loss and the round-trip time from a
+    /// Feeds REMB, report-block loss, jitter and the round-trip time from a
     /// subscriber's receiver or sender reports to its estimator and quality.
     fn feed_receiver_feedback(&mut self, subscriber: PeerKey, packets: &[Box<dyn rtc::rtcp::Packet>], now: Instant) {
         let Some(peer) = self.peers.get_mut(&subscriber) else { return };
@@ -278,6 +283,17 @@ impl Worker {
                 continue;
             };
             let Some(block) = blocks.first() else { continue };
+            let jitter = blocks
+                .iter()
+                .filter_map(|b| {
+                    let slot = peer.slots.iter().find(|slot| slot.track.ssrc() == b.ssrc)?;
+                    let clock_rate = if slot.kind == TrackKind::Video { VIDEO_CLOCK_RATE } else { AUDIO_CLOCK_RATE };
+                    Some(Duration::from_secs_f64(f64::from(b.jitter) / clock_rate))
+                })
+                .max();
+            if jitter.is_some() {
+                peer.jitter = jitter;
+            }
             let round_trip = blocks.iter().find_map(|b| rtt::round_trip(arrival, b.last_sender_report, b.delay));
             if let Some(rtt) = round_trip {
                 peer.round_trip_time = Some(rtt);

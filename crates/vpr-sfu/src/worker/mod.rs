@@ -132,6 +132,8 @@ struct Peer {
     layer_changes: u64,
     /// Latest round-trip time from the client's report blocks.
     round_trip_time: Option<Duration>,
+    /// Worst interarrival jitter in the subscriber's latest report.
+    jitter: Option<Duration>,
     /// Round-trip input of the connection's NACK filter.
     nack_filter: crate::nack_filter::NackFilterHandle,
     /// Send-side bandwidth estimation; `None` for publish-only sessions.
@@ -370,6 +372,7 @@ impl Worker {
             offer_pending: false,
             layer_changes: 0,
             round_trip_time: None,
+            jitter: None,
             nack_filter,
             bandwidth,
             previous_ufrag: None,

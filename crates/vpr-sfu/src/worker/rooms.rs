@@ -28,6 +28,7 @@ impl Worker {
     pub(super) fn report_quality(&mut self, now: Instant) {
         let mut samples: HashMap<(RoomKey, String), QualitySample> = HashMap::new();
         let mut layer_changes: HashMap<(RoomKey, String), u64> = HashMap::new();
+        let mut video_layers: HashMap<(RoomKey, String), String> = HashMap::new();
         for peer in self.peers.values_mut() {
             if !peer.connected {
                 continue;
@@ -35,8 +36,12 @@ impl Worker {
             let report = peer.pc.get_stats(now, StatsSelector::None);
             let mut counters = transport_counters(&report);
             counters.round_trip_time = peer.round_trip_time.or(counters.round_trip_time);
+            counters.jitter = peer.jitter;
             let Some(sample) = peer.quality.update(now, counters) else { continue };
             *layer_changes.entry((peer.room, peer.participant_id.clone())).or_insert(0) += peer.layer_changes;
+            if let Some(rid) = self.rooms.get(&peer.room).and_then(|room| watched_layer(room, peer)) {
+                video_layers.insert((peer.room, peer.participant_id.clone()), rid);
+            }
             samples
                 .entry((peer.room, peer.participant_id.clone()))
                 .and_modify(|combined| *combined = combined.combine(sample))
@@ -47,6 +52,7 @@ impl Worker {
         for ((room_key, participant_id), sample) in samples {
             let Some(room) = self.rooms.get_mut(&room_key) else { continue };
             let rtt_ms = sample.round_trip_time.map(|rtt| rtt.as_secs_f64() * 1000.0).unwrap_or(0.0);
+            let jitter_ms = sample.jitter.map(|jitter| jitter.as_secs_f64() * 1000.0).unwrap_or(0.0);
             for key in &room.peers {
                 let Some(peer) = self.peers.get(key) else { continue };
                 if peer.participant_id != participant_id {
@@ -66,6 +72,8 @@ impl Worker {
                 bitrate_kbps: sample.bitrate_kbps,
                 packet_loss: sample.packet_loss,
                 rtt_ms,
+                jitter_ms,
+                video_layer: video_layers.remove(&(room_key, participant_id.clone())).unwrap_or_default(),
                 layer_changes: layer_changes.get(&(room_key, participant_id.clone())).copied().unwrap_or(0),
                 at_ms,
             });
@@ -147,6 +155,23 @@ impl Worker {
 }
 
 /// Reads the counters quality is computed from out of a stats report.
+/// RID of the layer `peer` receives of the first simulcast video it is
+/// bound to, the resident's before anyone else's.
+fn watched_layer(room: &Room, peer: &Peer) -> Option<String> {
+    let mut watched: Vec<(bool, String)> = peer
+        .slots
+        .iter()
+        .filter(|slot| slot.kind == TrackKind::Video && !slot.removed)
+        .filter_map(|slot| {
+            let publication = room.publications.get(&slot.bound?)?;
+            let layer = publication.layers.get(slot.selector.current()?)?;
+            publication.layers.is_simulcast().then(|| (!publication.is_resident, layer.rid.clone()))
+        })
+        .collect();
+    watched.sort();
+    watched.into_iter().next().map(|(_, rid)| rid)
+}
+
 pub(super) fn transport_counters(report: &RTCStatsReport) -> TransportCounters {
     let mut counters = TransportCounters::default();
     for entry in report.iter() {

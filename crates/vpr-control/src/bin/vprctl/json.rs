@@ -101,6 +101,8 @@ fn quality(quality: &pb::ParticipantQuality) -> Value {
         "packet_loss": quality.packet_loss,
         "rtt_ms": quality.rtt_ms,
         "layer_changes": quality.layer_changes,
+        "jitter_ms": quality.jitter_ms,
+        "video_layer": quality.video_layer,
         "updated_at_unix_ms": quality.updated_at_unix_ms,
     })
 }
