@@ -84,8 +84,8 @@ pub enum MediaEvent {
         packet_loss: f64,
         /// Worst round-trip time in milliseconds; 0 when unknown.
         rtt_ms: f64,
-        /// Worst interarrival jitter the participant reports, in ms; 0 when
-        /// unknown.
+        /// Worst interarrival jitter of the media from the participant and
+        /// of what it reports receiving, in ms; 0 when unknown.
         jitter_ms: f64,
         /// RID of the simulcast layer the participant receives of the video
         /// it watches first; empty when none.

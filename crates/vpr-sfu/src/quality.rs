@@ -65,6 +65,39 @@ fn worst(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
     }
 }
 
+/// Interarrival jitter of one RTP stream as RFC 3550 section 6.4.1 defines
+/// it: the smoothed variation of transit time, in the stream's clock.
+#[derive(Debug, Clone, Default)]
+pub struct InterarrivalJitter {
+    /// Arrival of the first packet, the origin of arrival times.
+    origin: Option<Instant>,
+    /// Arrival in clock units and RTP timestamp of the previous packet.
+    last: Option<(i64, u32)>,
+    /// Jitter in clock units, times 16 as in the RFC's integer form.
+    scaled: i64,
+}
+
+impl InterarrivalJitter {
+    /// Folds in a packet that arrived at `now` with RTP `timestamp`, on a
+    /// stream clocked at `clock_rate` Hz.
+    pub fn on_packet(&mut self, now: Instant, timestamp: u32, clock_rate: u32) {
+        let origin = *self.origin.get_or_insert(now);
+        let arrival = (now.saturating_duration_since(origin).as_secs_f64() * f64::from(clock_rate)) as i64;
+        if let Some((last_arrival, last_timestamp)) = self.last {
+            // The timestamp difference wraps with the 32-bit timestamp.
+            let sent = i64::from(timestamp.wrapping_sub(last_timestamp) as i32);
+            let d = (arrival - last_arrival - sent).abs();
+            self.scaled += d - ((self.scaled + 8) >> 4);
+        }
+        self.last = Some((arrival, timestamp));
+    }
+
+    /// Returns the jitter, given the stream's clock rate in Hz.
+    pub fn jitter(&self, clock_rate: u32) -> Duration {
+        Duration::from_secs_f64((self.scaled >> 4) as f64 / f64::from(clock_rate.max(1)))
+    }
+}
+
 /// Turns successive counters of one connection into interval samples.
 #[derive(Debug, Default)]
 pub struct RateTracker {
@@ -156,6 +189,33 @@ mod tests {
         let reading = TransportCounters { reported_fraction_lost: Some(0.1), ..Default::default() };
         let sample = tracker.update(start + Duration::from_secs(1), reading).unwrap();
         assert!((sample.packet_loss - 0.1).abs() < 1e-9);
+    }
+
+    #[test]
+    fn steady_stream_has_no_jitter() {
+        let start = Instant::now();
+        let mut jitter = InterarrivalJitter::default();
+        for frame in 0..100u32 {
+            let at = start + Duration::from_millis(u64::from(frame) * 20);
+            // Starts near 2^31 and crosses it; the test below crosses 2^32.
+            jitter.on_packet(at, frame.wrapping_mul(960).wrapping_add(0x7fff_ffff - 5_000), 48_000);
+        }
+        assert_eq!(jitter.jitter(48_000), Duration::ZERO);
+    }
+
+    #[test]
+    fn alternating_delay_converges_to_its_size() {
+        let start = Instant::now();
+        let mut jitter = InterarrivalJitter::default();
+        // Every other packet 10 ms late: each transit difference is 10 ms,
+        // and the estimate approaches it.
+        for frame in 0..400u64 {
+            let late = if frame % 2 == 1 { 10 } else { 0 };
+            let at = start + Duration::from_millis(frame * 33 + late);
+            jitter.on_packet(at, ((frame * 2_970) as u32).wrapping_add(u32::MAX - 100_000), 90_000);
+        }
+        let ms = jitter.jitter(90_000).as_secs_f64() * 1000.0;
+        assert!((9.0..=10.5).contains(&ms), "jitter {ms} ms");
     }
 
     #[test]

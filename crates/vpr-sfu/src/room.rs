@@ -17,6 +17,7 @@ use crate::quality::AlertState;
 use crate::speaker::SpeakerDetector;
 use crate::throttle::KeyframeRequests;
 use crate::upgrade_hold::UpgradeHold;
+use crate::quality::InterarrivalJitter;
 
 /// Key of a peer connection inside the worker.
 pub(crate) type PeerKey = u64;
@@ -43,6 +44,8 @@ pub(crate) struct Publication {
     pub layers: Layers,
     /// Keyframe requests sent upstream, throttled per layer.
     pub keyframe_requests: KeyframeRequests,
+    /// Interarrival jitter of the media from the publisher, per layer.
+    pub jitter: Vec<InterarrivalJitter>,
     /// MIME type, known once the first packet arrived.
     pub codec: Option<String>,
     /// Video codec, for keyframe detection.
@@ -79,7 +82,21 @@ impl Publication {
     pub fn open_layer(&mut self, rid: &str, ssrc: u32) -> LayerIndex {
         let index = self.layers.open(rid, ssrc);
         self.keyframe_requests.cover_layers(self.layers.len());
+        self.jitter.resize_with(self.layers.len(), InterarrivalJitter::default);
         index
+    }
+
+    /// RTP clock rate of the track: 90 kHz for video, 48 kHz for Opus.
+    pub fn clock_rate(&self) -> u32 {
+        match self.kind {
+            TrackKind::Video => 90_000,
+            TrackKind::Audio => 48_000,
+        }
+    }
+
+    /// Returns the worst interarrival jitter of the track's layers.
+    pub fn worst_jitter(&self) -> Option<std::time::Duration> {
+        self.jitter.iter().map(|jitter| jitter.jitter(self.clock_rate())).max()
     }
 
     /// SSRC to send a keyframe request for `layer` to now, if its throttle

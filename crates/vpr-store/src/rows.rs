@@ -208,7 +208,7 @@ pub struct QualityRow {
     /// Number of simulcast layer switches.
     pub layer_changes: i64,
     pub updated_at_ms: i64,
-    /// Worst interarrival jitter the participant's connections report, in ms.
+    /// Worst interarrival jitter to or from the participant, in ms.
     pub jitter_ms: f64,
     /// RID of the simulcast layer the participant receives of the video it
     /// watches first (the resident's); empty when none.

@@ -62,6 +62,7 @@ impl Worker {
             kind,
             layers: Layers::default(),
             keyframe_requests: KeyframeRequests::new(interval),
+            jitter: Vec::new(),
             codec: None,
             video_codec: None,
             leg,
@@ -172,6 +173,12 @@ impl Worker {
         let Some(layer) = publication.layers.by_ssrc(packet.header.ssrc) else { return };
         let media_bytes = if packet.header.padding && packet.payload.is_empty() { 0 } else { packet.payload.len() };
         publication.layers.observe(layer, now, media_bytes);
+        if media_bytes > 0 {
+            let clock_rate = publication.clock_rate();
+            if let Some(jitter) = publication.jitter.get_mut(layer) {
+                jitter.on_packet(now, packet.header.timestamp, clock_rate);
+            }
+        }
         // Audio can start on any packet; video only on a keyframe.
         let keyframe_start = match publication.video_codec {
             Some(codec) => media_bytes > 0 && starts_keyframe(codec, &packet.payload),

@@ -29,14 +29,23 @@ impl Worker {
         let mut samples: HashMap<(RoomKey, String), QualitySample> = HashMap::new();
         let mut layer_changes: HashMap<(RoomKey, String), u64> = HashMap::new();
         let mut video_layers: HashMap<(RoomKey, String), String> = HashMap::new();
-        for peer in self.peers.values_mut() {
+        for (&key, peer) in self.peers.iter_mut() {
             if !peer.connected {
                 continue;
             }
             let report = peer.pc.get_stats(now, StatsSelector::None);
             let mut counters = transport_counters(&report);
             counters.round_trip_time = peer.round_trip_time.or(counters.round_trip_time);
-            counters.jitter = peer.jitter;
+            // A subscriber reports the jitter of what it receives; for a
+            // publisher the server measures what arrives.
+            let published = self.rooms.get(&peer.room).and_then(|room| {
+                room.publications
+                    .values()
+                    .filter(|publication| publication.publisher == key)
+                    .filter_map(|publication| publication.worst_jitter())
+                    .max()
+            });
+            counters.jitter = peer.jitter.max(published);
             let Some(sample) = peer.quality.update(now, counters) else { continue };
             *layer_changes.entry((peer.room, peer.participant_id.clone())).or_insert(0) += peer.layer_changes;
             if let Some(rid) = self.rooms.get(&peer.room).and_then(|room| watched_layer(room, peer)) {
