@@ -293,10 +293,10 @@ async fn wait_for_layer(subscriber: &RelayedSubscriber, layer: u8, since: Instan
     None
 }
 
-/// Chromium publishes three encodings; a subscriber behind the relay gets
-/// the top one on a clean link, a lower one that fits within 2 s of a
-/// 500 kbit/s cap, and the top one again within 8 s of the cap's end, with
-/// no gap over 500 ms between complete frames at either switch.
+/// Chromium publishes three encodings, and a subscriber behind the relay
+/// gets the top one on a clean link. It gets a lower one that fits within
+/// 2 s of a 500 kbit/s cap, and the top one again within 8 s of the cap's
+/// end, with no gap over 500 ms between complete frames at either switch.
 async fn capped_link_inside() {
     assert_only_loopback();
     let server = TestServer::start_with(ServerOptions {
@@ -422,7 +422,7 @@ async fn capped_link_inside() {
     browser.delete().await.expect("closing Chromium failed");
 }
 
-/// The server's last bandwidth-estimate and layer log lines.
+/// Returns the server's last bandwidth-estimate and layer log lines.
 fn estimates(server: &TestServer) -> String {
     let log = server.log_tail(600);
     let lines: Vec<&str> = log

@@ -293,7 +293,7 @@ async fn simulcast_call(incident: &str, layers: Vec<LayerSpec>, phases: Phases) 
     publisher.stop().await.expect("WHIP DELETE failed");
 }
 
-/// Cap that holds the default layer set on its middle layer: 500 kbit/s
+/// Cap that keeps the default layer set on its middle layer: 500 kbit/s
 /// fits with headroom, 1.5 Mbit/s does not.
 const HOLD_CAP_KBPS: u32 = 1_000;
 /// Length of the quiet call.

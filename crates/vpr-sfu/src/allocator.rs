@@ -20,8 +20,8 @@ use crate::simulcast::LayerIndex;
 const UPGRADE_HEADROOM: f64 = 1.1;
 /// On a link without loss, a steady current layer is kept while the total
 /// is within this factor of the estimate. One overuse sets the delay-based
-/// estimate to 85 % of the rate the link delivered, below any layer that was
-/// being sent; a layer the link cannot carry brings loss or further cuts.
+/// estimate to 85 % of the rate the link delivered, which is below any layer
+/// being sent. A layer the link cannot carry brings loss or further cuts.
 const KEEP_TOLERANCE: f64 = 0.8;
 /// Loss fraction from which the link counts as lossy, and the current layer
 /// is kept only while the total fits the estimate.

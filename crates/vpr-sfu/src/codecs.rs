@@ -63,7 +63,7 @@ fn codec(mime: &str, clock_rate: u32, channels: u16, fmtp: &str, payload_type: u
     }
 }
 
-/// How lost video packets are retransmitted on one peer connection.
+/// Retransmission scheme for lost video packets on one peer connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RepairStreams {
     /// A separate RTX stream per video stream (RFC 4588), paired by `apt`.
@@ -72,7 +72,7 @@ pub enum RepairStreams {
     None,
 }
 
-/// What one peer connection is built from.
+/// Building blocks of one peer connection.
 pub struct MediaSetup {
     /// Codecs and header extensions.
     pub engine: MediaEngine,
@@ -128,8 +128,8 @@ pub fn media_setup(repair: RepairStreams) -> Result<MediaSetup, Error> {
     // Keyframe requests from subscribers must reach the forwarder, so mark
     // inbound RTCP for delivery before the default chain consumes it.
     let registry = Registry::new().with(Slot::from(14_000), DeliverRtcp::default());
-    // Between the pacer (3 000) and the NACK responder (4 000): the filter
-    // sees subscribers' NACKs before the responder does.
+    // Between the pacer (3 000) and the NACK responder (4 000), so the filter
+    // receives subscribers' NACKs before the responder does.
     let nack_filter = NackFilterHandle::default();
     let registry = registry.with(Slot::from(3_500), NackFilter::new(nack_filter.clone()));
     let registry = register_default_interceptors(registry, &mut engine)?;

@@ -12,6 +12,15 @@ pub enum TrackKind {
 }
 
 impl TrackKind {
+    /// Returns the RTP clock rate of the kind's codecs: 90 kHz for every
+    /// video codec the server negotiates, 48 kHz for Opus.
+    pub fn clock_rate(self) -> u32 {
+        match self {
+            TrackKind::Audio => 48_000,
+            TrackKind::Video => 90_000,
+        }
+    }
+
     /// Returns the lower-case name used in the store and the API.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -86,17 +86,9 @@ impl Publication {
         index
     }
 
-    /// RTP clock rate of the track: 90 kHz for video, 48 kHz for Opus.
-    pub fn clock_rate(&self) -> u32 {
-        match self.kind {
-            TrackKind::Video => 90_000,
-            TrackKind::Audio => 48_000,
-        }
-    }
-
     /// Returns the worst interarrival jitter of the track's layers.
     pub fn worst_jitter(&self) -> Option<std::time::Duration> {
-        self.jitter.iter().map(|jitter| jitter.jitter(self.clock_rate())).max()
+        self.jitter.iter().map(|jitter| jitter.jitter(self.kind.clock_rate())).max()
     }
 
     /// SSRC to send a keyframe request for `layer` to now, if its throttle

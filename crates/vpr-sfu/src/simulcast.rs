@@ -268,7 +268,7 @@ mod tests {
     }
 
     #[test]
-    fn a_track_without_simulcast_has_no_nominal_bitrate() {
+    fn single_layer_has_no_nominal_bitrate() {
         let mut layers = Layers::default();
         let only = layers.open("", 7);
         let base = Instant::now();

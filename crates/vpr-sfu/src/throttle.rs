@@ -29,7 +29,7 @@ const REPEAT_AFTER: Duration = Duration::from_millis(350);
 pub struct KeyframeRequests {
     interval: Duration,
     throttles: Vec<KeyframeThrottle>,
-    /// When the last request went out that the encoder will have acted on.
+    /// Time of the last request the encoder acted on.
     acted_on_at: Option<Instant>,
 }
 
@@ -91,7 +91,7 @@ pub struct KeyframeThrottle {
     interval: Duration,
     last_sent: Option<Instant>,
     pending: bool,
-    /// When to send the last request again, because the publisher was
+    /// Time to send the last request again, because the publisher was
     /// likely to ignore it.
     repeat_at: Option<Instant>,
 }
@@ -122,7 +122,8 @@ impl KeyframeThrottle {
         self.repeat_at = Some(at);
     }
 
-    /// When a deferred or repeated request becomes due, if one is waiting.
+    /// Returns when a deferred or repeated request becomes due, if one is
+    /// waiting.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let deferred = self.last_sent.filter(|_| self.pending).map(|last| last + self.interval);
         match (deferred, self.repeat_at) {

@@ -5,11 +5,10 @@
 //! down-track moves back down. Each round trip costs two switches and two
 //! keyframe requests, and a freeze whenever the lower layer's keyframe is
 //! slow. So after a falling estimate moves a down-track off a layer, that
-//! layer and the ones above it wait before they are tried again: 4 s at
-//! first, and twice as long for each further failure that follows within
-//! 10 s of the previous hold, up to 16 s. An estimate of twice the held
-//! layer's bitrate (the cap was lifted) ends the hold at once. Sans-IO: time
-//! is passed in.
+//! layer and the ones above it wait before they are tried again. The first
+//! hold lasts 4 s. Each further failure within 10 s of the previous hold
+//! doubles it, up to 16 s. An estimate of twice the held layer's bitrate
+//! (the cap was lifted) ends the hold at once. Sans-IO: time is passed in.
 
 use std::time::{Duration, Instant};
 

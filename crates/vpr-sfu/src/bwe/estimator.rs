@@ -206,10 +206,10 @@ impl SendSideEstimator {
     }
 
     /// Records that a layer switch starts at `now` with the new layer's
-    /// keyframe, a burst the link's queue absorbs: overuse from packets sent
-    /// during the burst or while its queue drains is not congestion, as for
-    /// a probe cluster. A layer the link cannot carry still shows overuse
-    /// once the queue has drained.
+    /// keyframe, a burst that the link's queue absorbs. As for a probe
+    /// cluster, overuse from packets sent during the burst or while its
+    /// queue drains is not congestion. A layer the link cannot carry still
+    /// shows overuse once the queue has drained.
     pub fn on_layer_switch(&mut self, now: Instant) {
         self.prober.add_window(now, now + SWITCH_BURST);
     }

@@ -40,14 +40,13 @@ impl ActiveProbe {
         Self { cluster, started, sent_bytes: 0, media_bytes: 0, last_burst: Duration::ZERO }
     }
 
-    /// Padding bytes to send `elapsed` after the cluster's start: what
-    /// brings the total to the cluster's target, and at least the minimum
-    /// share of padding for the time since the last burst. Counting the
-    /// media actually sent, rather than the rate measured before the
-    /// cluster, keeps the cluster at its target when a layer switch has just
-    /// changed the media rate. The minimum share puts padding after every
-    /// frame, so a cluster whose target a keyframe alone fills still spans
-    /// its whole duration and can be measured.
+    /// Returns the padding bytes to send `elapsed` after the cluster's start.
+    /// They bring the total to the cluster's target, counting the media
+    /// actually sent, so the cluster keeps its target when a layer switch
+    /// has just changed the media rate. They are never less than the minimum
+    /// share of padding for the time since the last burst, so every frame
+    /// carries padding and a cluster that one keyframe fills can still be
+    /// measured over its whole duration.
     fn owed_padding(&self, elapsed: Duration) -> u64 {
         let bytes_per_second = self.cluster.target_bps / 8.0;
         let total = (bytes_per_second * elapsed.as_secs_f64()) as u64;

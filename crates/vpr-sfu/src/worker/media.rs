@@ -8,11 +8,6 @@ use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::shared::marshal::MarshalSize;
 
-/// RTP clock rate of every video codec the server negotiates.
-const VIDEO_CLOCK_RATE: f64 = 90_000.0;
-/// RTP clock rate of Opus, the audio codec the server negotiates.
-const AUDIO_CLOCK_RATE: f64 = 48_000.0;
-
 impl Worker {
     /// Opens a publication on a publisher's first stream of a track, or a
     /// further simulcast layer of a publication already open.
@@ -174,7 +169,7 @@ impl Worker {
         let media_bytes = if packet.header.padding && packet.payload.is_empty() { 0 } else { packet.payload.len() };
         publication.layers.observe(layer, now, media_bytes);
         if media_bytes > 0 {
-            let clock_rate = publication.clock_rate();
+            let clock_rate = publication.kind.clock_rate();
             if let Some(jitter) = publication.jitter.get_mut(layer) {
                 jitter.on_packet(now, packet.header.timestamp, clock_rate);
             }
@@ -294,8 +289,7 @@ impl Worker {
                 .iter()
                 .filter_map(|b| {
                     let slot = peer.slots.iter().find(|slot| slot.track.ssrc() == b.ssrc)?;
-                    let clock_rate = if slot.kind == TrackKind::Video { VIDEO_CLOCK_RATE } else { AUDIO_CLOCK_RATE };
-                    Some(Duration::from_secs_f64(f64::from(b.jitter) / clock_rate))
+                    Some(Duration::from_secs_f64(f64::from(b.jitter) / f64::from(slot.kind.clock_rate())))
                 })
                 .max();
             if jitter.is_some() {
