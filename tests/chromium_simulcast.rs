@@ -141,6 +141,7 @@ const LOSS_PHASE: Duration = Duration::from_secs(8);
 #[derive(Debug, Deserialize, Clone, Copy)]
 #[serde(rename_all = "camelCase")]
 struct RepairStats {
+    ssrc: u32,
     packets_sent: u64,
     retransmitted_packets_sent: u64,
     nack_count: u64,
@@ -156,14 +157,49 @@ fn chromium_simulcast_repairs_upstream_loss() {
     run_in_namespace("chromium_simulcast_repairs_upstream_loss", RUN_TIMEOUT, repair_inside);
 }
 
-/// Chromium publishes three encodings through a relay that drops 5 % of
-/// what it sends. The server's NACKs must bring each lost video packet back
-/// on its own layer: the relay forwards at least 95 % of them again, with the
-/// same SSRC and sequence number, and Chromium counts retransmissions on
-/// every encoding.
+/// A packet the server restored from an RTX retransmission, as its debug
+/// log names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Restored {
+    ssrc: u32,
+    sequence_number: u16,
+    rid: String,
+}
+
+/// Reads the value of `field=` from one log line.
+fn log_field<'a>(line: &'a str, field: &str) -> Option<&'a str> {
+    let start = line.find(&format!(" {field}="))? + field.len() + 2;
+    line[start..].split_whitespace().next().map(|value| value.trim_matches('"'))
+}
+
+/// Parses every "restored a retransmitted packet" line of the server log.
+fn restored_packets(log: &str) -> Vec<Restored> {
+    log.lines()
+        .filter(|line| line.contains("restored a retransmitted packet"))
+        .filter_map(|line| {
+            Some(Restored {
+                ssrc: log_field(line, "ssrc")?.parse().ok()?,
+                sequence_number: log_field(line, "sequence_number")?.parse().ok()?,
+                rid: log_field(line, "rid")?.to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// Chromium publishes three encodings with RTX through a relay that drops
+/// 5 % of what it sends. Its retransmissions come on RTX streams that name
+/// their layer only by `repaired-rtp-stream-id`. The server must restore at
+/// least 95 % of the lost video packets of each encoding onto that
+/// encoding's SSRC with the original sequence number. Chromium must count
+/// NACKs and retransmissions on every encoding. The RTX streams must not
+/// become tracks of their own.
 async fn repair_inside() {
     assert_only_loopback();
-    let server = TestServer::start().await;
+    let server = TestServer::start_with(ServerOptions {
+        log_filter: Some("info,vpr_sfu::repair=debug,rtc=warn,webrtc=warn".into()),
+        ..ServerOptions::default()
+    })
+    .await;
     let mut grpc = server.grpc_client().await;
     let room = create_room(&mut grpc, "INC-chromium-simulcast-loss").await;
     let resident = admit(&mut grpc, &room.room_id, "resident-simulcast-loss", Role::Resident).await;
@@ -178,6 +214,7 @@ async fn repair_inside() {
         .unwrap_or_else(|error| panic!("{error}\n{}", server.log_tail(40)));
     let negotiation: Negotiation = serde_json::from_value(value).expect("decoding the WHIP result failed");
     assert_eq!(negotiation.status, 201, "WHIP status; body: {}", negotiation.answer_sdp);
+    assert!(negotiation.answer_sdp.contains(" rtx/90000"), "the answer negotiates no RTX:\n{}", negotiation.answer_sdp);
 
     let snapshot = || async {
         let value = browser.call("simulcastStats", &[]).await.expect("simulcastStats failed");
@@ -208,34 +245,39 @@ async fn repair_inside() {
     relay.set(Direction::Upstream, Impairment::none());
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (_, after) = snapshot().await;
-    let opus = opus_payload_type(&negotiation.answer_sdp);
-    let all_lost = relay.lost_rtp(Direction::Upstream);
-    let padding = all_lost.iter().filter(|id| id.padding).count();
-    let lost: Vec<RtpPacketId> = all_lost.into_iter().filter(|id| id.payload_type != opus && !id.padding).collect();
-    let repaired = relay.repaired_rtp(Direction::Upstream);
-    let mut per_ssrc: HashMap<u32, (usize, usize)> = HashMap::new();
+
+    let rid_of_ssrc: HashMap<u32, &str> =
+        RIDS.iter().filter_map(|&rid| Some((after.encodings.get(rid)?.ssrc, rid))).collect();
+    assert_eq!(rid_of_ssrc.len(), RIDS.len(), "encodings in Chromium's stats: {:?}", after.encodings);
+    let lost: Vec<RtpPacketId> = relay
+        .lost_rtp(Direction::Upstream)
+        .into_iter()
+        .filter(|id| rid_of_ssrc.contains_key(&id.ssrc) && !id.padding)
+        .collect();
+    let restored = restored_packets(&server.log_tail(usize::MAX));
+    let mut per_rid: HashMap<&str, (usize, usize)> = HashMap::new();
     for id in &lost {
-        let entry = per_ssrc.entry(id.ssrc).or_default();
+        let rid = rid_of_ssrc[&id.ssrc];
+        let entry = per_rid.entry(rid).or_default();
         entry.0 += 1;
-        entry.1 += usize::from(repaired.contains(id));
+        let expected = Restored { ssrc: id.ssrc, sequence_number: id.sequence_number, rid: rid.to_owned() };
+        entry.1 += usize::from(restored.contains(&expected));
     }
     let received = subscriber.stats();
     println!("relay upstream: {:?}", relay.stats().upstream);
-    println!("lost and repaired video packets per SSRC: {per_ssrc:?}; {padding} padding packets lost");
+    println!("lost and restored video packets per encoding: {per_rid:?}; {} restorations in the log", restored.len());
     println!("subscriber: {} video frames", received.video.frames);
 
-    assert_eq!(per_ssrc.len(), RIDS.len(), "video packets lost per SSRC: {per_ssrc:?}");
-    for (ssrc, (lost, repaired)) in &per_ssrc {
-        assert!(*lost >= 3, "only {lost} packets of SSRC {ssrc} were lost");
+    for rid in RIDS {
+        let (lost, restored) = per_rid.get(rid).copied().unwrap_or_default();
+        assert!(lost >= 3, "only {lost} packets of encoding {rid} were lost");
         assert!(
-            repaired * 100 >= lost * 95,
-            "{repaired} of {lost} lost packets of SSRC {ssrc} were retransmitted on it (minimum 95 %)"
+            restored * 100 >= lost * 95,
+            "{restored} of {lost} lost packets of encoding {rid} were restored onto it (minimum 95 %)"
         );
     }
     for rid in RIDS {
-        let (Some(before), Some(after)) = (before.encodings.get(rid), after.encodings.get(rid)) else {
-            panic!("encoding {rid} missing from the stats: {after:?}");
-        };
+        let (before, after) = (before.encodings[rid], after.encodings[rid]);
         println!("encoding {rid}: {before:?} -> {after:?}");
         assert!(after.packets_sent > before.packets_sent + 100, "encoding {rid} stopped sending: {before:?} -> {after:?}");
         assert!(after.nack_count > before.nack_count, "no NACK reached encoding {rid}: {before:?} -> {after:?}");
@@ -244,19 +286,13 @@ async fn repair_inside() {
             "Chromium retransmitted nothing on encoding {rid}: {before:?} -> {after:?}"
         );
     }
+    let restored_total = server.metric_sum("vpr_rtx_restored_total").await.unwrap_or_default();
+    assert!(restored_total >= restored.len() as f64, "vpr_rtx_restored_total {restored_total}, {} in the log", restored.len());
+    // One audio and one video track: the RTX streams are not tracks.
+    assert_eq!(server.metric_sum("vpr_tracks").await, Some(2.0), "published tracks");
     assert!(received.video.frames > 30, "the subscriber received {} video frames", received.video.frames);
     subscriber.stop().await.expect("WHEP DELETE failed");
     browser.delete().await.expect("closing Chromium failed");
-}
-
-/// Payload type of Opus in an SDP answer.
-fn opus_payload_type(sdp: &str) -> u8 {
-    sdp.lines()
-        .find_map(|line| {
-            let (payload_type, codec) = line.strip_prefix("a=rtpmap:")?.split_once(' ')?;
-            codec.to_ascii_lowercase().starts_with("opus/").then(|| payload_type.parse().ok())?
-        })
-        .unwrap_or_else(|| panic!("no Opus in the answer:\n{sdp}"))
 }
 
 /// Widths of the three encodings of the 1280x720 fake camera, lowest first.

@@ -8,11 +8,13 @@
 //! alone and answers with the offered fmtp line, so an offer at any level
 //! keeps H264 and the answer never names a higher level than the offer.
 
-use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
+use rtc::interceptor::{Attribute, Packet, Registry, Slot, TaggedPacket};
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 
 use crate::bwe::{register_send_side_bwe, ReportQueue};
 use crate::nack_filter::{NackFilter, NackFilterHandle};
+use crate::read_hook::{InboundEdit, ReadHook};
+use crate::repair::{RepairParams, RestoredCount, RidRepair};
 use rtc::peer_connection::configuration::media_engine::{
     MediaEngine, MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9,
 };
@@ -20,10 +22,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability,
     RtpCodecKind,
 };
-use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
-use std::collections::VecDeque;
-use std::time::Instant;
 
 const MIME_TYPE_RTX: &str = "video/rtx";
 
@@ -63,15 +62,6 @@ fn codec(mime: &str, clock_rate: u32, channels: u16, fmtp: &str, payload_type: u
     }
 }
 
-/// Retransmission scheme for lost video packets on one peer connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RepairStreams {
-    /// A separate RTX stream per video stream (RFC 4588), paired by `apt`.
-    Rtx,
-    /// No RTX negotiated: retransmissions repeat the packet on its own SSRC.
-    None,
-}
-
 /// Building blocks of one peer connection.
 pub struct MediaSetup {
     /// Codecs and header extensions.
@@ -82,12 +72,17 @@ pub struct MediaSetup {
     pub reports: ReportQueue,
     /// Round-trip input of the connection's NACK filter.
     pub nack_filter: NackFilterHandle,
+    /// Retransmissions restored onto the simulcast layer their RID names.
+    pub restored: RestoredCount,
 }
 
 /// Builds the media engine and interceptor registry for one peer connection.
-/// The registry numbers outgoing packets with transport-wide sequence
-/// numbers, and the feedback on them goes to the returned queue.
-pub fn media_setup(repair: RepairStreams) -> Result<MediaSetup, Error> {
+/// Every video codec has an RTX codec (RFC 4588) paired by `apt`. `repair`
+/// gives the offer's numbering of both, so that retransmissions of a
+/// simulcast layer named only by RID reach that layer. The registry numbers
+/// outgoing packets with transport-wide sequence numbers, and the feedback
+/// on them goes to the returned queue.
+pub fn media_setup(repair: RepairParams) -> Result<MediaSetup, Error> {
     let mut engine = MediaEngine::default();
     engine.register_codec(
         codec(MIME_TYPE_OPUS, 48_000, 2, "minptime=10;useinbandfec=1", 111),
@@ -107,9 +102,6 @@ pub fn media_setup(repair: RepairStreams) -> Result<MediaSetup, Error> {
     ];
     for &(mime, fmtp, payload_type) in video {
         engine.register_codec(codec(mime, 90_000, 0, fmtp, payload_type), RtpCodecKind::Video)?;
-        if repair == RepairStreams::None {
-            continue;
-        }
         let rtx_fmtp = format!("apt={payload_type}");
         engine.register_codec(
             codec(MIME_TYPE_RTX, 90_000, 0, &rtx_fmtp, payload_type + 1),
@@ -127,64 +119,29 @@ pub fn media_setup(repair: RepairStreams) -> Result<MediaSetup, Error> {
 
     // Keyframe requests from subscribers must reach the forwarder, so mark
     // inbound RTCP for delivery before the default chain consumes it.
-    let registry = Registry::new().with(Slot::from(14_000), DeliverRtcp::default());
+    let registry = Registry::new().with(Slot::from(14_000), ReadHook::new(DeliverRtcp));
     // Between the pacer (3 000) and the NACK responder (4 000), so the filter
     // receives subscribers' NACKs before the responder does.
     let nack_filter = NackFilterHandle::default();
     let registry = registry.with(Slot::from(3_500), NackFilter::new(nack_filter.clone()));
+    // After the FEC decoder and before the NACK generator, which then counts
+    // a restored retransmission as the packet it asked for.
+    let restored = RestoredCount::default();
+    let registry = registry.with(Slot::from(6_500), ReadHook::new(RidRepair::new(repair, restored.clone())));
     let registry = register_default_interceptors(registry, &mut engine)?;
     let (registry, reports) = register_send_side_bwe(registry, &mut engine)?;
-    Ok(MediaSetup { engine, registry, reports, nack_filter })
+    Ok(MediaSetup { engine, registry, reports, nack_filter, restored })
 }
 
-/// Interceptor that marks every inbound RTCP packet for delivery to the
+/// Edit that marks every inbound RTCP packet for delivery to the
 /// application; the interceptors after it still act on the packet.
 #[derive(Default)]
-struct DeliverRtcp {
-    read_queue: VecDeque<TaggedPacket>,
-    write_queue: VecDeque<TaggedPacket>,
-}
+struct DeliverRtcp;
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for DeliverRtcp {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if matches!(msg.message.packet, Packet::Rtcp(_)) {
-            msg.message.add(Attribute::DeliverToApplication);
+impl InboundEdit for DeliverRtcp {
+    fn edit(&mut self, packet: &mut TaggedPacket) {
+        if matches!(packet.message.packet, Packet::Rtcp(_)) {
+            packet.message.add(Attribute::DeliverToApplication);
         }
-        self.read_queue.push_back(msg);
-        Ok(())
     }
-
-    fn poll_read(&mut self) -> Option<Self::Rout> {
-        self.read_queue.pop_front()
-    }
-
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.write_queue.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_write(&mut self) -> Option<Self::Wout> {
-        self.write_queue.pop_front()
-    }
-
-    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Self::Error> {
-        Ok(())
-    }
-
-    fn poll_timeout(&mut self) -> Option<Self::Time> {
-        None
-    }
-}
-
-impl Interceptor for DeliverRtcp {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }

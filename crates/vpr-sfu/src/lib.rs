@@ -19,6 +19,8 @@ pub mod nack_filter;
 pub mod negotiate;
 pub mod offer;
 pub mod quality;
+pub mod read_hook;
+pub mod repair;
 pub mod rtt;
 pub mod simulcast;
 pub mod speaker;

@@ -38,6 +38,9 @@ pub struct Metrics {
     pub tracks: AtomicU64,
     /// Down-track switches from one simulcast layer to another.
     pub layer_switches: AtomicU64,
+    /// RTX retransmissions restored onto the simulcast layer their
+    /// `repaired-rtp-stream-id` names.
+    pub rtx_restored: AtomicU64,
 }
 
 impl Metrics {
@@ -53,7 +56,7 @@ impl Metrics {
 
     /// Renders every metric in the Prometheus text exposition format.
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 15] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 16] = [
             ("vpr_rtp_received_total", "counter", "RTP packets received from publishers.", &self.rtp_received),
             ("vpr_nacks_received_total", "counter", "NACK packets received from subscribers.", &self.nacks_received),
             ("vpr_participants", "gauge", "Participants with at least one live session.", &self.participants),
@@ -69,6 +72,7 @@ impl Metrics {
             ("vpr_peer_connections", "gauge", "Live peer connections.", &self.peer_connections),
             ("vpr_tracks", "gauge", "Published tracks.", &self.tracks),
             ("vpr_layer_switches_total", "counter", "Down-track switches between simulcast layers.", &self.layer_switches),
+            ("vpr_rtx_restored_total", "counter", "RTX retransmissions restored onto the simulcast layer their repaired-rtp-stream-id names.", &self.rtx_restored),
         ];
         let mut out = String::new();
         for (name, kind, help, value) in rows {

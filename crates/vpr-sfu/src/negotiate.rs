@@ -21,8 +21,9 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::rtp_transceiver::RTCRtpSenderId;
 
 use crate::bwe::ReportQueue;
-use crate::codecs::{media_setup, MediaSetup, RepairStreams};
+use crate::codecs::{media_setup, MediaSetup};
 use crate::nack_filter::NackFilterHandle;
+use crate::repair::RestoredCount;
 use crate::config::MediaConfig;
 use crate::error::MediaError;
 use crate::events::TrackKind;
@@ -67,6 +68,8 @@ pub struct Negotiated {
     pub reports: ReportQueue,
     /// Round-trip input of the connection's NACK filter.
     pub nack_filter: NackFilterHandle,
+    /// Retransmissions restored onto the simulcast layer their RID names.
+    pub restored: RestoredCount,
 }
 
 /// Creates a peer connection for `offer_sdp` and answers it.
@@ -85,11 +88,8 @@ pub fn negotiate(
         .with_lite(true)
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
         .build();
-    // The library binds retransmission streams only through `a=ssrc-group:FID`,
-    // which rid simulcast lacks, so a simulcast publisher's RTX packets would be
-    // dropped. Without RTX negotiated, browsers retransmit on the layer's own SSRC.
-    let repair = if summary.simulcast { RepairStreams::None } else { RepairStreams::Rtx };
-    let MediaSetup { engine: media_engine, registry, reports, nack_filter } = media_setup(repair)?;
+    let MediaSetup { engine: media_engine, registry, reports, nack_filter, restored } =
+        media_setup(summary.repair.clone())?;
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_setting_engine(setting_engine)
@@ -101,9 +101,9 @@ pub fn negotiate(
     if direction == Direction::Subscribe {
         for (index, &is_video) in summary.sections_are_video.iter().enumerate() {
             let (kind, rtc_kind, mime, clock_rate, channels) = if is_video {
-                (TrackKind::Video, RtpCodecKind::Video, MIME_TYPE_VP8, 90_000, 0)
+                (TrackKind::Video, RtpCodecKind::Video, MIME_TYPE_VP8, TrackKind::Video.clock_rate(), 0)
             } else {
-                (TrackKind::Audio, RtpCodecKind::Audio, MIME_TYPE_OPUS, 48_000, 2)
+                (TrackKind::Audio, RtpCodecKind::Audio, MIME_TYPE_OPUS, TrackKind::Audio.clock_rate(), 2)
             };
             let ssrc: u32 = rand::random();
             let local_track_id = format!("{session_id}-{}-{index}", kind.as_str());
@@ -167,5 +167,5 @@ pub fn negotiate(
         .map(str::to_owned)
         .ok_or_else(|| MediaError::Negotiation("the answer has no a=ice-ufrag line".into()))?;
 
-    Ok(Negotiated { pc, answer_sdp, local_ufrag, slots, reports, nack_filter })
+    Ok(Negotiated { pc, answer_sdp, local_ufrag, slots, reports, nack_filter, restored })
 }

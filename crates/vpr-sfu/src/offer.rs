@@ -11,6 +11,12 @@ use std::io::Cursor;
 
 use rtc::sdp::description::session::SessionDescription;
 
+use crate::repair::RepairParams;
+
+const MID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
+const RID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
+const RRID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id";
+
 /// Why an offer cannot be answered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OfferError {
@@ -57,6 +63,9 @@ pub struct OfferSummary {
     pub unbundled_mid: Option<String>,
     /// Some video section sends several encodings named by `a=rid`.
     pub simulcast: bool,
+    /// Extension ids and RTX payload types, for retransmissions that name
+    /// their layer by RID.
+    pub repair: RepairParams,
 }
 
 impl OfferSummary {
@@ -154,7 +163,44 @@ pub fn check_offer(sdp: &str) -> Result<OfferSummary, OfferError> {
     let simulcast = media
         .iter()
         .any(|m| m.media_name.media == "video" && m.attributes.iter().any(|a| a.key == "rid"));
-    Ok(OfferSummary { sections_are_video, unbundled_mid, simulcast })
+    let extension_id = |uri: &str| id_by_uri.get(uri).and_then(|&id| u8::try_from(id).ok());
+    let repair = RepairParams {
+        mid_id: extension_id(MID_URI),
+        rid_id: extension_id(RID_URI),
+        rrid_id: extension_id(RRID_URI),
+        apt: rtx_payload_types(media),
+    };
+    Ok(OfferSummary { sections_are_video, unbundled_mid, simulcast, repair })
+}
+
+/// Maps each RTX payload type (`a=rtpmap:<pt> rtx/…` with
+/// `a=fmtp:<pt> apt=<media>`) of the offer's video sections to its media
+/// payload type.
+fn rtx_payload_types(media: &[rtc::sdp::description::media::MediaDescription]) -> HashMap<u8, u8> {
+    let mut apt = HashMap::new();
+    for section in media.iter().filter(|m| m.media_name.media == "video") {
+        let value_of = |key: &'static str| {
+            section.attributes.iter().filter(move |a| a.key == key).filter_map(|a| a.value.as_deref())
+        };
+        let rtx: Vec<&str> = value_of("rtpmap")
+            .filter_map(|value| value.split_once(' '))
+            .filter(|(_, codec)| codec.to_ascii_lowercase().starts_with("rtx/"))
+            .map(|(payload_type, _)| payload_type)
+            .collect();
+        for (payload_type, parameters) in value_of("fmtp").filter_map(|value| value.split_once(' ')) {
+            if !rtx.contains(&payload_type) {
+                continue;
+            }
+            let media_type = parameters
+                .split(';')
+                .filter_map(|parameter| parameter.trim().strip_prefix("apt="))
+                .find_map(|value| value.parse::<u8>().ok());
+            if let (Ok(payload_type), Some(media_type)) = (payload_type.parse::<u8>(), media_type) {
+                apt.insert(payload_type, media_type);
+            }
+        }
+    }
+    apt
 }
 
 /// Adapts a lone unbundled m-section to the library, which answers every
@@ -250,5 +296,22 @@ m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:v\r\na=rtpmap:96 VP8
     #[test]
     fn garbage_is_malformed() {
         assert!(matches!(check_offer("hello"), Err(OfferError::Malformed(_))));
+    }
+
+    #[test]
+    fn repair_params_from_extmap_and_fmtp() {
+        let sdp = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96 97 98 99\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\n\
+a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\n\
+a=extmap:10 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id\r\n\
+a=extmap:11 urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id\r\n\
+a=rtpmap:96 VP8/90000\r\na=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\n\
+a=rtpmap:98 VP9/90000\r\na=fmtp:98 profile-id=0\r\na=rtpmap:99 rtx/90000\r\na=fmtp:99 apt=98\r\n\
+a=rid:q send\r\na=rid:f send\r\na=simulcast:send q;f\r\n";
+        let summary = check_offer(sdp).expect("valid offer");
+        assert!(summary.simulcast);
+        let repair = summary.repair;
+        assert_eq!((repair.mid_id, repair.rid_id, repair.rrid_id), (Some(4), Some(10), Some(11)));
+        assert_eq!(repair.apt, HashMap::from([(97, 96), (99, 98)]));
     }
 }

@@ -136,6 +136,8 @@ struct Peer {
     jitter: Option<Duration>,
     /// Round-trip input of the connection's NACK filter.
     nack_filter: crate::nack_filter::NackFilterHandle,
+    /// Retransmissions restored onto the simulcast layer their RID names.
+    restored: crate::repair::RestoredCount,
     /// Send-side bandwidth estimation; `None` for publish-only sessions.
     bandwidth: Option<bandwidth::Bandwidth>,
     /// The local ufrag before an ICE restart, kept in `by_ufrag` until the
@@ -322,7 +324,7 @@ impl Worker {
         };
         let key = self.allocate_key();
         let SessionSetup { session_id, room_id, participant_id, is_resident, direction, negotiated, signals } = setup;
-        let Negotiated { mut pc, local_ufrag, slots, reports, nack_filter, .. } = negotiated;
+        let Negotiated { mut pc, local_ufrag, slots, reports, nack_filter, restored, .. } = negotiated;
         let bandwidth = (direction != Direction::Publish).then(|| bandwidth::Bandwidth::new(reports, Instant::now()));
 
         let slots = slots
@@ -374,6 +376,7 @@ impl Worker {
             round_trip_time: None,
             jitter: None,
             nack_filter,
+            restored,
             bandwidth,
             previous_ufrag: None,
             detached_until: None,
@@ -524,6 +527,9 @@ impl Worker {
         }
 
         self.allocate_all(now);
+        for peer in self.peers.values() {
+            Metrics::add(&self.metrics.rtx_restored, peer.restored.take());
+        }
         let Self { rooms, peers, touched, metrics, .. } = self;
         for room in rooms.values_mut() {
             for publication in room.publications.values_mut() {
