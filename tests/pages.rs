@@ -109,6 +109,9 @@ struct JoinStats {
     offers_answered: u32,
     #[serde(default)]
     transceivers: Vec<Value>,
+    /// Bytes sent and frame width of each simulcast encoding, by RID.
+    #[serde(default)]
+    encodings: std::collections::BTreeMap<String, Value>,
     /// Peer connections the page opened, reconnects included.
     connections: u32,
     /// States the page entered, in order.
@@ -154,6 +157,9 @@ struct SnapshotResult {
 struct InboundVideo {
     frames_decoded: u64,
     bytes_received: u64,
+    /// Width of the widest remote video, in pixels.
+    #[serde(default)]
+    frame_width: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -363,6 +369,29 @@ async fn resident_and_officer_call_inside() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     step("officer reloaded and rejoined");
+
+    // The resident's camera goes out in three encodings, and every one of
+    // them still reaches the server after the renegotiations above.
+    switch(&browser, &resident_window).await;
+    let before = stats(&browser, &server).await.encodings;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = stats(&browser, &server).await.encodings;
+    let sent = |stats: &std::collections::BTreeMap<String, Value>, rid: &str| stats.get(rid).and_then(|e| e["bytesSent"].as_u64()).unwrap_or(0);
+    for rid in ["q", "h", "f"] {
+        assert!(sent(&after, rid) > sent(&before, rid), "encoding {rid} stopped sending: {before:?} -> {after:?}");
+    }
+    // The officer's loopback link carries the top layer.
+    let deadline = Instant::now() + MEDIA_TIMEOUT;
+    loop {
+        switch(&browser, &officer_window).await;
+        let officer_stats = stats(&browser, &server).await;
+        if officer_stats.inbound_video.frame_width == 1280 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the officer never received the top layer: {officer_stats:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    step("resident sends three encodings");
 
     // The officer ends the call: the page shows the ended view, and the
     // resident's page loses its remote tracks after the renegotiation.

@@ -13,8 +13,8 @@ use rtc::peer_connection::configuration::interceptor_registry::register_default_
 
 use crate::bwe::{register_send_side_bwe, ReportQueue};
 use crate::nack_filter::{NackFilter, NackFilterHandle};
-use crate::read_hook::{InboundEdit, ReadHook};
-use crate::repair::{RepairParams, RestoredCount, RidRepair};
+use crate::packet_hook::{PacketEdit, PacketHook};
+use crate::repair::{RepairParams, RestoredCount, RidStreams};
 use rtc::peer_connection::configuration::media_engine::{
     MediaEngine, MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9,
 };
@@ -79,10 +79,12 @@ pub struct MediaSetup {
 /// Builds the media engine and interceptor registry for one peer connection.
 /// Every video codec has an RTX codec (RFC 4588) paired by `apt`. `repair`
 /// gives the offer's numbering of both, so that retransmissions of a
-/// simulcast layer named only by RID reach that layer. The registry numbers
+/// simulcast layer named only by RID reach that layer. `renegotiated`
+/// sessions withhold receiver report blocks about RID-named layers (see
+/// [`RidStreams`]). The registry numbers
 /// outgoing packets with transport-wide sequence numbers, and the feedback
 /// on them goes to the returned queue.
-pub fn media_setup(repair: RepairParams) -> Result<MediaSetup, Error> {
+pub fn media_setup(repair: RepairParams, renegotiated: bool) -> Result<MediaSetup, Error> {
     let mut engine = MediaEngine::default();
     engine.register_codec(
         codec(MIME_TYPE_OPUS, 48_000, 2, "minptime=10;useinbandfec=1", 111),
@@ -119,7 +121,7 @@ pub fn media_setup(repair: RepairParams) -> Result<MediaSetup, Error> {
 
     // Keyframe requests from subscribers must reach the forwarder, so mark
     // inbound RTCP for delivery before the default chain consumes it.
-    let registry = Registry::new().with(Slot::from(14_000), ReadHook::new(DeliverRtcp));
+    let registry = Registry::new().with(Slot::from(14_000), PacketHook::new(DeliverRtcp));
     // Between the pacer (3 000) and the NACK responder (4 000), so the filter
     // receives subscribers' NACKs before the responder does.
     let nack_filter = NackFilterHandle::default();
@@ -127,7 +129,7 @@ pub fn media_setup(repair: RepairParams) -> Result<MediaSetup, Error> {
     // After the FEC decoder and before the NACK generator, which then counts
     // a restored retransmission as the packet it asked for.
     let restored = RestoredCount::default();
-    let registry = registry.with(Slot::from(6_500), ReadHook::new(RidRepair::new(repair, restored.clone())));
+    let registry = registry.with(Slot::from(6_500), PacketHook::new(RidStreams::new(repair, restored.clone(), renegotiated)));
     let registry = register_default_interceptors(registry, &mut engine)?;
     let (registry, reports) = register_send_side_bwe(registry, &mut engine)?;
     Ok(MediaSetup { engine, registry, reports, nack_filter, restored })
@@ -138,8 +140,8 @@ pub fn media_setup(repair: RepairParams) -> Result<MediaSetup, Error> {
 #[derive(Default)]
 struct DeliverRtcp;
 
-impl InboundEdit for DeliverRtcp {
-    fn edit(&mut self, packet: &mut TaggedPacket) {
+impl PacketEdit for DeliverRtcp {
+    fn inbound(&mut self, packet: &mut TaggedPacket) {
         if matches!(packet.message.packet, Packet::Rtcp(_)) {
             packet.message.add(Attribute::DeliverToApplication);
         }

@@ -89,7 +89,7 @@ pub fn negotiate(
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
         .build();
     let MediaSetup { engine: media_engine, registry, reports, nack_filter, restored } =
-        media_setup(summary.repair.clone())?;
+        media_setup(summary.repair.clone(), direction == Direction::Participate)?;
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_setting_engine(setting_engine)

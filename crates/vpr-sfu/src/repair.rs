@@ -7,7 +7,7 @@
 //! `a=ssrc-group:FID` and drops these packets. [`RepairUnwrapper`] turns
 //! each one back into the packet it repairs: the layer's SSRC, the original
 //! sequence number from the first two payload bytes, the media payload type
-//! the RTX codec's `apt` names, and the media payload. [`RidRepair`] runs it
+//! the RTX codec's `apt` names, and the media payload. [`RidStreams`] runs it
 //! in an interceptor wire-ward of the NACK generator, so the generator and
 //! the receiver reports count the packet as arrived and the forwarder sees a
 //! late packet of its layer.
@@ -26,7 +26,9 @@ use bytes::Bytes;
 use rtc::interceptor::{Packet, TaggedPacket};
 use rtc::rtp;
 
-use crate::read_hook::InboundEdit;
+use rtc::rtcp::receiver_report::ReceiverReport;
+
+use crate::packet_hook::PacketEdit;
 
 /// Length of the original sequence number that opens an RTX payload.
 const OSN_LEN: usize = 2;
@@ -137,6 +139,11 @@ impl RepairUnwrapper {
         Repair::Restored { ssrc, sequence_number }
     }
 
+    /// Returns true when `ssrc` carries a layer whose packets named its RID.
+    pub fn is_layer(&self, ssrc: u32) -> bool {
+        self.arrivals.contains_key(&ssrc)
+    }
+
     /// RID of the layer an SSRC was restored onto, for logs.
     pub fn rid_of_repair(&self, rtx_ssrc: u32) -> Option<&Bytes> {
         self.repairs.get(&rtx_ssrc).map(|(_, rid)| rid)
@@ -179,7 +186,7 @@ impl RepairUnwrapper {
     }
 }
 
-/// Count of packets restored by [`RidRepair`] on one peer connection.
+/// Count of packets restored by [`RidStreams`] on one peer connection.
 #[derive(Debug, Clone, Default)]
 pub struct RestoredCount(Arc<AtomicU64>);
 
@@ -190,30 +197,55 @@ impl RestoredCount {
     }
 }
 
-/// Edit of inbound RTP that runs [`RepairUnwrapper`], for a [`ReadHook`].
+/// Edits for the streams of simulcast layers named by RID, run by a
+/// [`PacketHook`](crate::packet_hook::PacketHook): inbound RTX packets are
+/// restored by a [`RepairUnwrapper`], and on renegotiated sessions the
+/// receiver reports leave out report blocks about those layers.
 ///
-/// [`ReadHook`]: crate::read_hook::ReadHook
-pub struct RidRepair {
+/// A browser stops sending the mid and RID header extensions on a stream
+/// once a report block acknowledges it, and the library clears the SSRC of
+/// each RID whenever it applies a new description. On a session that
+/// renegotiates, a layer whose packets no longer name their RID would then
+/// be dropped after the next offer, so its reception is never acknowledged.
+pub struct RidStreams {
     unwrapper: RepairUnwrapper,
     restored: RestoredCount,
+    withhold_layer_reports: bool,
 }
 
-impl RidRepair {
-    /// Creates the edit of one peer connection, which adds each restored
-    /// packet to `restored`.
-    pub fn new(params: RepairParams, restored: RestoredCount) -> Self {
-        Self { unwrapper: RepairUnwrapper::new(params), restored }
+impl RidStreams {
+    /// Creates the edits of one peer connection, which add each restored
+    /// packet to `restored`. `renegotiated` withholds report blocks about
+    /// RID-named layers.
+    pub fn new(params: RepairParams, restored: RestoredCount, renegotiated: bool) -> Self {
+        Self { unwrapper: RepairUnwrapper::new(params), restored, withhold_layer_reports: renegotiated }
     }
 }
 
-impl InboundEdit for RidRepair {
-    fn edit(&mut self, msg: &mut TaggedPacket) {
+impl PacketEdit for RidStreams {
+    fn inbound(&mut self, msg: &mut TaggedPacket) {
         let Packet::Rtp(packet) = &mut msg.message.packet else { return };
         let rtx_ssrc = packet.header.ssrc;
         if let Repair::Restored { ssrc, sequence_number } = self.unwrapper.read(packet) {
             self.restored.0.fetch_add(1, Ordering::Relaxed);
             let rid = self.unwrapper.rid_of_repair(rtx_ssrc).map(|rid| String::from_utf8_lossy(rid).into_owned());
             tracing::debug!(rtx_ssrc, ssrc, sequence_number, rid, "restored a retransmitted packet");
+        }
+    }
+
+    fn outbound(&mut self, msg: &mut TaggedPacket) {
+        if !self.withhold_layer_reports {
+            return;
+        }
+        let Packet::Rtcp(packets) = &mut msg.message.packet else { return };
+        for packet in packets.iter_mut() {
+            let Some(report) = packet.as_any().downcast_ref::<ReceiverReport>() else { continue };
+            if !report.reports.iter().any(|block| self.unwrapper.is_layer(block.ssrc)) {
+                continue;
+            }
+            let mut trimmed = report.clone();
+            trimmed.reports.retain(|block| !self.unwrapper.is_layer(block.ssrc));
+            *packet = Box::new(trimmed);
         }
     }
 }
@@ -333,5 +365,31 @@ mod tests {
         let mut rtx = packet(21, RTX, 7, &[(MID, b"1"), (RRID, b"h")], &[0x12, 0x34, 0xaa]);
         assert_eq!(unwrapper.read(&mut rtx), Repair::Passed);
         assert_eq!(rtx.header.ssrc, 21);
+    }
+
+    fn report_blocks(renegotiated: bool) -> Vec<u32> {
+        use rtc::rtcp::reception_report::ReceptionReport;
+        use rtc::shared::TransportContext;
+
+        let mut streams = RidStreams::new(unwrapper().params, RestoredCount::default(), renegotiated);
+        layers(&mut streams.unwrapper);
+        let blocks = [10, 20, 99].map(|ssrc| ReceptionReport { ssrc, ..Default::default() }).to_vec();
+        let report = ReceiverReport { ssrc: 1, reports: blocks, profile_extensions: Bytes::new() };
+        let packets: Vec<Box<dyn rtc::rtcp::Packet>> = vec![Box::new(report)];
+        let mut msg = TaggedPacket {
+            now: std::time::Instant::now(),
+            transport: TransportContext::default(),
+            message: Packet::Rtcp(packets).into(),
+        };
+        streams.outbound(&mut msg);
+        let Packet::Rtcp(packets) = &msg.message.packet else { panic!("not RTCP") };
+        let report = packets[0].as_any().downcast_ref::<ReceiverReport>().expect("not a receiver report");
+        report.reports.iter().map(|block| block.ssrc).collect()
+    }
+
+    #[test]
+    fn renegotiated_reports_skip_rid_layers() {
+        assert_eq!(report_blocks(true), vec![99]);
+        assert_eq!(report_blocks(false), vec![10, 20, 99]);
     }
 }

@@ -42,6 +42,15 @@
   /** Maximum number of state changes kept for `vprJoinStats()`. */
   const MAX_STATE_HISTORY = 50;
   const LANGUAGE_KEY = "vpr.language";
+  /**
+   * Simulcast encodings of the resident's camera, lowest first: a quarter,
+   * half and full resolution, named by the RIDs the server ranks by.
+   */
+  const RESIDENT_ENCODINGS = [
+    { rid: "q", scaleResolutionDownBy: 4, maxBitrate: 150000 },
+    { rid: "h", scaleResolutionDownBy: 2, maxBitrate: 500000 },
+    { rid: "f", scaleResolutionDownBy: 1, maxBitrate: 2500000 },
+  ];
 
   const STRINGS = window.VPR_STRINGS;
   const $ = (id) => document.getElementById(id);
@@ -493,7 +502,13 @@
     // Send-receive, because the server reuses these sections for the first
     // remote audio and video before it adds new ones.
     if (call.audioTrack) pc.addTransceiver(call.audioTrack, { direction: "sendrecv" });
-    if (call.videoTrack) call.videoSender = pc.addTransceiver(call.videoTrack, { direction: "sendrecv" }).sender;
+    if (call.videoTrack) {
+      const init = { direction: "sendrecv" };
+      // The resident's scene goes to every officer, each over its own link,
+      // so it is sent in three encodings the server chooses from.
+      if (role === "resident") init.sendEncodings = RESIDENT_ENCODINGS.map((encoding) => ({ ...encoding }));
+      call.videoSender = pc.addTransceiver(call.videoTrack, init).sender;
+    }
     // An observer, or an officer without devices, offers one receive-only section.
     if (!call.audioTrack && !call.videoTrack) pc.addTransceiver("audio", { direction: "recvonly" });
     pc.addEventListener("track", (event) => addRemoteTrack(pc, event.transceiver));
@@ -952,10 +967,11 @@
         .map((e) => e.participantId),
       iceRestarts: call.iceRestarts,
       warnings: [...call.warnings],
-      inboundVideo: { framesDecoded: 0, bytesReceived: 0 },
+      inboundVideo: { framesDecoded: 0, bytesReceived: 0, frameWidth: 0 },
       inboundAudio: { bytesReceived: 0 },
       outboundVideo: { framesEncoded: 0, bytesSent: 0 },
       outboundAudio: { bytesSent: 0 },
+      encodings: {},
     };
     if (!call.pc) return summary;
     summary.signalingState = call.pc.signalingState;
@@ -971,11 +987,13 @@
       if (entry.type === "inbound-rtp" && entry.kind === "video") {
         summary.inboundVideo.framesDecoded += entry.framesDecoded || 0;
         summary.inboundVideo.bytesReceived += entry.bytesReceived || 0;
+        summary.inboundVideo.frameWidth = Math.max(summary.inboundVideo.frameWidth, entry.frameWidth || 0);
       } else if (entry.type === "inbound-rtp" && entry.kind === "audio") {
         summary.inboundAudio.bytesReceived += entry.bytesReceived || 0;
       } else if (entry.type === "outbound-rtp" && entry.kind === "video") {
         summary.outboundVideo.framesEncoded += entry.framesEncoded || 0;
         summary.outboundVideo.bytesSent += entry.bytesSent || 0;
+        if (entry.rid) summary.encodings[entry.rid] = { bytesSent: entry.bytesSent || 0, frameWidth: entry.frameWidth || 0 };
       } else if (entry.type === "outbound-rtp" && entry.kind === "audio") {
         summary.outboundAudio.bytesSent += entry.bytesSent || 0;
       }

@@ -1,5 +1,5 @@
-//! An interceptor that edits inbound packets in place and passes every
-//! packet on, in both directions, in arrival order.
+//! An interceptor that edits packets in place and passes every packet on,
+//! in both directions, in arrival order.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -8,27 +8,31 @@ use rtc::interceptor::{Interceptor, StreamInfo, TaggedPacket};
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 
-/// Edit applied to each inbound packet by a [`ReadHook`].
-pub trait InboundEdit: Send + Sync {
+/// Edits applied to the packets passing a [`PacketHook`].
+pub trait PacketEdit: Send + Sync {
     /// Edits one inbound packet before the next interceptor reads it.
-    fn edit(&mut self, packet: &mut TaggedPacket);
+    fn inbound(&mut self, _packet: &mut TaggedPacket) {}
+
+    /// Edits one outbound packet before the next interceptor toward the
+    /// wire writes it.
+    fn outbound(&mut self, _packet: &mut TaggedPacket) {}
 }
 
-/// Interceptor that runs an [`InboundEdit`] on every inbound packet.
-pub struct ReadHook<E> {
+/// Interceptor that runs a [`PacketEdit`] on every packet.
+pub struct PacketHook<E> {
     edit: E,
     read_queue: VecDeque<TaggedPacket>,
     write_queue: VecDeque<TaggedPacket>,
 }
 
-impl<E: InboundEdit> ReadHook<E> {
+impl<E: PacketEdit> PacketHook<E> {
     /// Wraps `edit` as an interceptor.
     pub fn new(edit: E) -> Self {
         Self { edit, read_queue: VecDeque::new(), write_queue: VecDeque::new() }
     }
 }
 
-impl<E: InboundEdit> Protocol<TaggedPacket, TaggedPacket, ()> for ReadHook<E> {
+impl<E: PacketEdit> Protocol<TaggedPacket, TaggedPacket, ()> for PacketHook<E> {
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;
     type Eout = ();
@@ -36,7 +40,7 @@ impl<E: InboundEdit> Protocol<TaggedPacket, TaggedPacket, ()> for ReadHook<E> {
     type Time = Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.edit.edit(&mut msg);
+        self.edit.inbound(&mut msg);
         self.read_queue.push_back(msg);
         Ok(())
     }
@@ -45,7 +49,8 @@ impl<E: InboundEdit> Protocol<TaggedPacket, TaggedPacket, ()> for ReadHook<E> {
         self.read_queue.pop_front()
     }
 
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+    fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.edit.outbound(&mut msg);
         self.write_queue.push_back(msg);
         Ok(())
     }
@@ -63,7 +68,7 @@ impl<E: InboundEdit> Protocol<TaggedPacket, TaggedPacket, ()> for ReadHook<E> {
     }
 }
 
-impl<E: InboundEdit> Interceptor for ReadHook<E> {
+impl<E: PacketEdit> Interceptor for PacketHook<E> {
     fn bind_local_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
