@@ -11,7 +11,9 @@
 //! officer's snapshot still takes the resident's video and the pages name
 //! the active speaker. A third test takes `lo` down for 5 s and checks that
 //! the resident page shows the reconnecting state and is live again on the
-//! same peer connection (an ICE restart), with the same participant.
+//! same peer connection (an ICE restart), with the same participant. A
+//! fourth checks that the server pauses the resident's unused simulcast
+//! encodings and resumes them when a subscriber can take the top layer.
 //!
 //! Like chromium_whip.rs, each test re-runs itself inside a network
 //! namespace with only `lo`, where the server, ChromeDriver and Chromium
@@ -31,6 +33,7 @@ use common::{admit, create_room, TestServer};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::Digest as _;
+use vpr_bench::relay::{Direction, Impairment, Relay, RelayedSubscriber};
 use vpr_control::pb::Role;
 
 /// Held by each test while its Chromium runs: on two cores, parallel
@@ -83,6 +86,16 @@ fn resident_rejoins_after_network_drop() {
     }
 }
 
+#[test]
+fn resident_layers_pause_and_resume() {
+    if in_namespace() {
+        runtime().block_on(resident_layers_pause_and_resume_inside());
+    } else {
+        let _one_at_a_time = CHROMIUM_TESTS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        rerun_in_namespace("resident_layers_pause_and_resume", RUN_TIMEOUT);
+    }
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -112,6 +125,9 @@ struct JoinStats {
     /// Bytes sent and frame width of each simulcast encoding, by RID.
     #[serde(default)]
     encodings: std::collections::BTreeMap<String, Value>,
+    /// RIDs of the simulcast encodings the page sends.
+    #[serde(default)]
+    active_encodings: Vec<String>,
     /// Peer connections the page opened, reconnects included.
     connections: u32,
     /// States the page entered, in order.
@@ -208,14 +224,7 @@ async fn resident_and_officer_call_inside() {
     );
     step("server started, room created, participants admitted");
 
-    let temp = tempfile::tempdir().expect("creating a temp dir failed");
-    let driver = ChromeDriver::start(&temp.path().join("chromedriver.log"))
-        .await
-        .unwrap_or_else(|error| panic!("starting ChromeDriver failed: {error}"));
-    let browser = driver
-        .new_session(&chromium_args(&temp.path().join("profile"), None), SCRIPT_TIMEOUT)
-        .await
-        .unwrap_or_else(|error| panic!("starting Chromium failed: {error}\n{}", driver.log_tail(40)));
+    let (_temp, _driver, browser) = start_browser(None).await;
     step("Chromium started");
 
     // Resident: phone-sized window, consent screen, then the camera.
@@ -370,14 +379,16 @@ async fn resident_and_officer_call_inside() {
     }
     step("officer reloaded and rejoined");
 
-    // The resident's camera goes out in three encodings, and every one of
-    // them still reaches the server after the renegotiations above.
+    // The resident's camera goes out in three encodings, and every one the
+    // server has not paused still sends after the renegotiations above.
     switch(&browser, &resident_window).await;
-    let before = stats(&browser, &server).await.encodings;
+    let before = stats(&browser, &server).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = stats(&browser, &server).await.encodings;
-    let sent = |stats: &std::collections::BTreeMap<String, Value>, rid: &str| stats.get(rid).and_then(|e| e["bytesSent"].as_u64()).unwrap_or(0);
-    for rid in ["q", "h", "f"] {
+    let after = stats(&browser, &server).await;
+    assert_eq!(before.encodings.len(), 3, "encodings: {:?}", before.encodings);
+    assert!(after.active_encodings.iter().any(|rid| rid == "q"), "the lowest encoding was paused: {after:?}");
+    let sent = |stats: &JoinStats, rid: &str| stats.encodings.get(rid).and_then(|e| e["bytesSent"].as_u64()).unwrap_or(0);
+    for rid in &after.active_encodings {
         assert!(sent(&after, rid) > sent(&before, rid), "encoding {rid} stopped sending: {before:?} -> {after:?}");
     }
     // The officer's loopback link carries the top layer.
@@ -391,7 +402,7 @@ async fn resident_and_officer_call_inside() {
         assert!(Instant::now() < deadline, "the officer never received the top layer: {officer_stats:?}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    step("resident sends three encodings");
+    step("resident's unpaused encodings keep sending, officer gets the top layer");
 
     // The officer ends the call: the page shows the ended view, and the
     // resident's page loses its remote tracks after the renegotiation.
@@ -436,14 +447,7 @@ async fn resident_rejoins_after_network_drop_inside() {
     let resident = admit(&mut grpc, &room.room_id, "resident-drop", Role::Resident).await;
     let officer = admit(&mut grpc, &room.room_id, "officer-drop", Role::Officer).await;
 
-    let temp = tempfile::tempdir().expect("creating a temp dir failed");
-    let driver = ChromeDriver::start(&temp.path().join("chromedriver.log"))
-        .await
-        .unwrap_or_else(|error| panic!("starting ChromeDriver failed: {error}"));
-    let browser = driver
-        .new_session(&chromium_args(&temp.path().join("profile"), None), SCRIPT_TIMEOUT)
-        .await
-        .unwrap_or_else(|error| panic!("starting Chromium failed: {error}\n{}", driver.log_tail(40)));
+    let (_temp, _driver, browser) = start_browser(None).await;
     let resident_window = browser.window_handle().await.expect("reading the window handle failed");
     set_viewport(&browser, PHONE).await;
     browser.navigate(&resident.join_url).await.expect("loading the resident's join link failed");
@@ -748,6 +752,94 @@ async fn wait_remote_videos(browser: &Session, server: &TestServer, window: &str
     }
 }
 
+/// Downstream rate of the officer's link while the higher layers pause.
+const PAUSE_CAP_KBPS: u32 = 300;
+
+/// Checks layer pausing: the resident publishes three encodings from the
+/// join page, and the only subscriber, a WHEP officer behind a relay capped at 300 kbit/s, receives
+/// the lowest layer, so once the pause delay has passed the page stops
+/// sending the two higher encodings. When the cap is lifted the server
+/// resumes them and the officer receives the 1280-wide top layer.
+async fn resident_layers_pause_and_resume_inside() {
+    assert_only_loopback();
+    let started = Instant::now();
+    let step = |what: &str| println!("[{:>6.2?}] {what}", started.elapsed());
+
+    let server = TestServer::start().await;
+    let mut grpc = server.grpc_client().await;
+    let room = create_room(&mut grpc, "INC-pages-pause").await;
+    let resident = admit(&mut grpc, &room.room_id, "resident-pause", Role::Resident).await;
+    let officer = admit(&mut grpc, &room.room_id, "officer-pause", Role::Officer).await;
+    let (relay, relay_addr) = Relay::start_seeded(server.media_addr(), 8853).await.expect("starting the relay failed");
+    relay.set(Direction::Downstream, Impairment::none().with_rate_kbps(PAUSE_CAP_KBPS));
+
+    let (_temp, _driver, browser) = start_browser(None).await;
+    set_viewport(&browser, PHONE).await;
+    browser.navigate(&resident.join_url).await.expect("loading the resident's join link failed");
+    wait_visible(&browser, "#consent").await;
+    browser.click("#start").await.expect("clicking the start button failed");
+    let deadline = Instant::now() + MEDIA_TIMEOUT;
+    while stats(&browser, &server).await.active_encodings.len() < 3 || stats(&browser, &server).await.state != "live" {
+        assert!(Instant::now() < deadline, "the resident page never went live: {:?}", stats(&browser, &server).await);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let subscriber = RelayedSubscriber::start(&officer.whep_url, &officer.join_token, relay_addr)
+        .await
+        .unwrap_or_else(|error| panic!("WHEP subscribe failed: {error}\n{}", server.log_tail(40)));
+    step("resident live with three encodings, officer subscribed behind the cap");
+
+    let deadline = Instant::now() + vpr_sfu::layer_pause::PAUSE_AFTER + Duration::from_secs(10);
+    loop {
+        let resident_stats = stats(&browser, &server).await;
+        if resident_stats.active_encodings == ["q"] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the higher encodings were not paused: {resident_stats:?}\n{}",
+            server.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    step("h and f paused");
+    let before = stats(&browser, &server).await.encodings;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = stats(&browser, &server).await.encodings;
+    let sent = |stats: &std::collections::BTreeMap<String, Value>, rid: &str| stats.get(rid).and_then(|e| e["bytesSent"].as_u64()).unwrap_or(0);
+    assert!(sent(&after, "q") > sent(&before, "q"), "the lowest encoding stopped: {before:?} -> {after:?}");
+    for rid in ["h", "f"] {
+        assert_eq!(sent(&after, rid), sent(&before, rid), "paused encoding {rid} still sends: {before:?} -> {after:?}");
+    }
+    let frames_before = subscriber.stats().video.frames;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(subscriber.stats().video.frames > frames_before + 5, "the officer's video stopped while layers were paused");
+    let pauses = server.metric_sum("vpr_layer_pauses_total").await.unwrap_or_default();
+    assert_eq!(pauses, 2.0, "vpr_layer_pauses_total");
+
+    relay.set(Direction::Downstream, Impairment::none());
+    let lifted = Instant::now();
+    let deadline = lifted + Duration::from_secs(15);
+    loop {
+        let top = subscriber
+            .timed_frame_log()
+            .into_iter()
+            .any(|(at, frame)| at > lifted && frame.width == Some(1280));
+        if top {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the officer never received the top layer after the cap; page {:?}\n{}",
+            stats(&browser, &server).await,
+            server.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    step(&format!("top layer received {:.2?} after the cap was lifted", lifted.elapsed()));
+    assert_eq!(stats(&browser, &server).await.active_encodings, ["q", "h", "f"], "encodings sent after resuming");
+    subscriber.stop().await.expect("WHEP DELETE failed");
+}
+
 async fn resident_page_in_french_inside() {
     assert_only_loopback();
     let server = TestServer::start().await;
@@ -755,14 +847,7 @@ async fn resident_page_in_french_inside() {
     let room = create_room(&mut grpc, "INC-pages-fr").await;
     let resident = admit(&mut grpc, &room.room_id, "resident-fr", Role::Resident).await;
 
-    let temp = tempfile::tempdir().expect("creating a temp dir failed");
-    let driver = ChromeDriver::start(&temp.path().join("chromedriver.log"))
-        .await
-        .unwrap_or_else(|error| panic!("starting ChromeDriver failed: {error}"));
-    let browser = driver
-        .new_session(&chromium_args(&temp.path().join("profile"), Some("fr-CA")), SCRIPT_TIMEOUT)
-        .await
-        .unwrap_or_else(|error| panic!("starting Chromium failed: {error}\n{}", driver.log_tail(40)));
+    let (_temp, _driver, browser) = start_browser(Some("fr-CA")).await;
     set_viewport(&browser, PHONE).await;
     browser.navigate(&resident.join_url).await.expect("loading the join link failed");
     wait_visible(&browser, "#consent").await;
@@ -795,6 +880,21 @@ async fn resident_page_in_french_inside() {
 
 /// Chromium flags for a headless, loopback-only run with fake media
 /// devices, as in chromium_whip.rs, with an optional UI language.
+/// Starts ChromeDriver and a Chromium session in a temp dir, with
+/// `language` as Chromium's UI language. The temp dir and driver must
+/// outlive the session.
+async fn start_browser(language: Option<&str>) -> (tempfile::TempDir, ChromeDriver, Session) {
+    let temp = tempfile::tempdir().expect("creating a temp dir failed");
+    let driver = ChromeDriver::start(&temp.path().join("chromedriver.log"))
+        .await
+        .unwrap_or_else(|error| panic!("starting ChromeDriver failed: {error}"));
+    let browser = driver
+        .new_session(&chromium_args(&temp.path().join("profile"), language), SCRIPT_TIMEOUT)
+        .await
+        .unwrap_or_else(|error| panic!("starting Chromium failed: {error}\n{}", driver.log_tail(40)));
+    (temp, driver, browser)
+}
+
 fn chromium_args(profile: &Path, language: Option<&str>) -> Vec<String> {
     let mut args = chromium::args::headless_args(profile);
     args.push("--hide-scrollbars".to_owned());

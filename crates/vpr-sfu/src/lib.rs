@@ -14,6 +14,7 @@ pub mod downtrack;
 pub mod error;
 pub mod events;
 pub mod keyframe;
+pub mod layer_pause;
 pub mod metrics;
 pub mod nack_filter;
 pub mod negotiate;
@@ -119,6 +120,14 @@ pub enum PeerSignal {
     /// The server lost the media path: the client restarts ICE with a new
     /// offer, keeping its participant.
     RestartIce,
+    /// The simulcast encodings of one of the participant's tracks to keep
+    /// sending; the others are paused because no subscriber receives them.
+    Layers {
+        /// The mid of the track's m-section.
+        mid: String,
+        /// RIDs of the encodings to send.
+        active: Vec<String>,
+    },
     /// The session ended on the server's side.
     Ended {
         /// Why, such as "removed by dispatcher" or "room_closed".

@@ -41,6 +41,9 @@ pub struct Metrics {
     /// RTX retransmissions restored onto the simulcast layer their
     /// `repaired-rtp-stream-id` names.
     pub rtx_restored: AtomicU64,
+    /// Simulcast layers paused at their publisher because no subscriber
+    /// received them.
+    pub layer_pauses: AtomicU64,
 }
 
 impl Metrics {
@@ -56,7 +59,7 @@ impl Metrics {
 
     /// Renders every metric in the Prometheus text exposition format.
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 16] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 17] = [
             ("vpr_rtp_received_total", "counter", "RTP packets received from publishers.", &self.rtp_received),
             ("vpr_nacks_received_total", "counter", "NACK packets received from subscribers.", &self.nacks_received),
             ("vpr_participants", "gauge", "Participants with at least one live session.", &self.participants),
@@ -73,6 +76,7 @@ impl Metrics {
             ("vpr_tracks", "gauge", "Published tracks.", &self.tracks),
             ("vpr_layer_switches_total", "counter", "Down-track switches between simulcast layers.", &self.layer_switches),
             ("vpr_rtx_restored_total", "counter", "RTX retransmissions restored onto the simulcast layer their repaired-rtp-stream-id names.", &self.rtx_restored),
+            ("vpr_layer_pauses_total", "counter", "Simulcast layers paused at their publisher because no subscriber received them.", &self.layer_pauses),
         ];
         let mut out = String::new();
         for (name, kind, help, value) in rows {

@@ -12,6 +12,7 @@ use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 use crate::downtrack::{DownTrack, LegParameters};
 use crate::events::TrackKind;
 use crate::keyframe::VideoCodec;
+use crate::layer_pause::LayerPause;
 use crate::simulcast::{LayerIndex, LayerSelector, Layers};
 use crate::quality::AlertState;
 use crate::speaker::SpeakerDetector;
@@ -56,6 +57,10 @@ pub(crate) struct Publication {
     pub muted: bool,
     /// Publisher's id of the RFC 6464 audio-level extension, if negotiated.
     pub audio_level_id: Option<u8>,
+    /// The publisher's mid of the track's m-section.
+    pub mid: Option<String>,
+    /// Which simulcast layers the publisher is asked to stop sending.
+    pub pause: LayerPause,
 }
 
 /// One sender of a subscribing session.

@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 const RATE_WINDOW: Duration = Duration::from_millis(1000);
 /// A layer that sent no media for this long is inactive.
 const INACTIVE_AFTER: Duration = Duration::from_millis(1500);
+/// How long a resumed layer stays available without media, while the
+/// publisher's encoder starts it again.
+const RESUME_GRACE: Duration = Duration::from_millis(3000);
 
 /// Index of a layer in [`Layers`], stable for the life of the publication.
 pub type LayerIndex = usize;
@@ -33,11 +36,28 @@ pub struct Layer {
     window_bytes: u64,
     bitrate_bps: u64,
     last_media: Option<Instant>,
+    /// The publisher was asked to stop sending the layer.
+    paused: bool,
+    resumed_at: Option<Instant>,
 }
 
 impl Layer {
     fn new(rid: String, ssrc: u32) -> Self {
-        Self { rid, ssrc, window_start: None, window_bytes: 0, bitrate_bps: 0, last_media: None }
+        Self {
+            rid,
+            ssrc,
+            window_start: None,
+            window_bytes: 0,
+            bitrate_bps: 0,
+            last_media: None,
+            paused: false,
+            resumed_at: None,
+        }
+    }
+
+    /// Returns true when the publisher was asked to stop sending the layer.
+    pub fn is_paused(&self) -> bool {
+        self.paused
     }
 
     /// Bitrate of media (not padding) over the last full window.
@@ -48,6 +68,15 @@ impl Layer {
     /// Returns true when the layer sent media recently.
     pub fn is_active(&self, now: Instant) -> bool {
         self.last_media.is_some_and(|at| now.saturating_duration_since(at) < INACTIVE_AFTER)
+    }
+
+    /// Returns true when a down-track may choose the layer: it sends media,
+    /// or it is paused and would send again on request, or it was resumed
+    /// moments ago.
+    pub fn is_available(&self, now: Instant) -> bool {
+        self.is_active(now)
+            || self.paused
+            || self.resumed_at.is_some_and(|at| now.saturating_duration_since(at) < RESUME_GRACE)
     }
 
     fn observe(&mut self, now: Instant, media_bytes: usize) {
@@ -128,6 +157,24 @@ impl Layers {
         self.layers.iter().position(|l| l.ssrc == ssrc)
     }
 
+    /// Marks a layer paused or resumed at the publisher. A paused layer keeps
+    /// its last measured bitrate, and measuring starts afresh on resume.
+    pub fn set_paused(&mut self, index: LayerIndex, paused: bool, now: Instant) {
+        let Some(layer) = self.layers.get_mut(index) else { return };
+        if layer.paused == paused {
+            return;
+        }
+        layer.paused = paused;
+        layer.resumed_at = (!paused).then_some(now);
+        layer.window_start = None;
+        layer.window_bytes = 0;
+    }
+
+    /// Iterates over the layers in the order they opened.
+    pub fn iter(&self) -> impl Iterator<Item = &Layer> {
+        self.layers.iter()
+    }
+
     /// Counts a packet's media bytes (zero for padding-only packets).
     pub fn observe(&mut self, index: LayerIndex, now: Instant, media_bytes: usize) {
         if let Some(layer) = self.layers.get_mut(index) {
@@ -135,17 +182,19 @@ impl Layers {
         }
     }
 
-    /// Returns the active layers from lowest to highest quality with their bitrates.
-    /// Measured bitrate ranks layers; the RID's name breaks ties and ranks
-    /// layers whose bitrate is not measured yet. An unmeasured simulcast
-    /// layer carries the nominal bitrate of its RID's quality.
+    /// Returns the available layers (see [`Layer::is_available`]) from
+    /// lowest to highest quality with their bitrates. Measured bitrate ranks
+    /// layers; the RID's name breaks ties and ranks layers whose bitrate is
+    /// not measured yet. An unmeasured simulcast layer carries the nominal
+    /// bitrate of its RID's quality, and a paused one its last measured
+    /// bitrate.
     pub fn ranked(&self, now: Instant) -> Vec<(LayerIndex, u64)> {
         let simulcast = self.is_simulcast();
         let mut active: Vec<(LayerIndex, u64)> = self
             .layers
             .iter()
             .enumerate()
-            .filter(|(_, l)| l.is_active(now))
+            .filter(|(_, l)| l.is_available(now))
             .map(|(i, l)| (i, l.bitrate_bps))
             .collect();
         let all_measured = active.iter().all(|&(_, rate)| rate > 0);
@@ -295,6 +344,31 @@ mod tests {
         assert_eq!(ranked[1].0, b);
         assert_eq!(ranked[1].1, 160_000, "ten packets of 2000 bytes in the first second");
         assert!(layers.ranked(at(base, 1100 + 1600)).is_empty(), "silent layers become inactive");
+    }
+
+    #[test]
+    fn paused_layer_stays_ranked() {
+        let mut layers = Layers::default();
+        let low = layers.open("q", 1);
+        let high = layers.open("f", 2);
+        let base = Instant::now();
+        for ms in (0..=1100).step_by(100) {
+            layers.observe(low, at(base, ms), 200);
+            layers.observe(high, at(base, ms), 2000);
+        }
+        layers.set_paused(high, true, at(base, 1100));
+        for ms in (1200..=5000).step_by(100) {
+            layers.observe(low, at(base, ms), 200);
+        }
+        let ranked = layers.ranked(at(base, 5000));
+        assert_eq!(ranked, vec![(low, 16_000), (high, 160_000)], "paused at its last rate");
+
+        layers.set_paused(high, false, at(base, 5000));
+        for ms in (5100..=8100).step_by(100) {
+            layers.observe(low, at(base, ms), 200);
+        }
+        assert_eq!(layers.ranked(at(base, 7900)).len(), 2, "resumed moments ago");
+        assert_eq!(layers.ranked(at(base, 8100)).len(), 1, "resumed but silent");
     }
 
     #[test]

@@ -21,6 +21,7 @@
 //! | server | `active_speaker` | `participant_id` | the loudest participant changed (RFC 6464 audio levels) |
 //! | server | `quality`   | `bitrate_kbps`, `packet_loss`, `rtt_ms` | this participant's connection quality, every 2 s |
 //! | server | `restart_ice` |                      | the server lost the media path; the client restarts ICE with a later `offer` |
+//! | server | `layers`    | `mid`, `active` [RID]  | send only these simulcast encodings of the track in m-section `mid` (`encodings[i].active` in `RTCRtpSender.setParameters`); the others have had no subscriber for 10 s |
 //! | server | `ended`     | `reason`               | the server ended the session (removed, room closed) |
 //! | server | `error`     | `message`              | a message was invalid; the socket stays open |
 //!
@@ -103,6 +104,7 @@ enum ServerMessage<'a> {
     Room { participants: Vec<serde_json::Value>, tracks: Vec<serde_json::Value> },
     Quality { bitrate_kbps: f64, packet_loss: f64, rtt_ms: f64 },
     ActiveSpeaker { participant_id: &'a str },
+    Layers { mid: &'a str, active: &'a [String] },
     Ended { reason: &'a str },
     Error { message: &'a str },
 }
@@ -276,6 +278,11 @@ async fn run(state: SignalState, claims: JoinClaims, mut socket: WebSocket) {
                     }
                     Some(PeerSignal::RestartIce) => {
                         if send(&mut socket, &ServerMessage::RestartIce).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(PeerSignal::Layers { mid, active }) => {
+                        if send(&mut socket, &ServerMessage::Layers { mid: &mid, active: &active }).await.is_err() {
                             break;
                         }
                     }

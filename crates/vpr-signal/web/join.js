@@ -612,6 +612,9 @@
         break;
       case "quality":
         break;
+      case "layers":
+        await applyLayers(pc, message.mid, message.active || []);
+        break;
       case "ended":
         endCall(endedKey(message.reason), message.reason);
         break;
@@ -634,6 +637,27 @@
       default:
         warn("ignored a server message of type", message.type);
     }
+  }
+
+  /**
+   * Sends only the simulcast encodings the server names for the track in
+   * m-section `mid`; the server pauses those no one receives.
+   */
+  async function applyLayers(pc, mid, active) {
+    const transceiver = pc.getTransceivers().find((t) => t.mid === mid);
+    if (!transceiver) return;
+    const parameters = transceiver.sender.getParameters();
+    if (!parameters.encodings || parameters.encodings.length < 2) return;
+    let changed = false;
+    for (const encoding of parameters.encodings) {
+      const send = active.includes(encoding.rid);
+      if (encoding.active !== send) {
+        encoding.active = send;
+        changed = true;
+      }
+    }
+    if (!changed) return;
+    await transceiver.sender.setParameters(parameters).catch((error) => warn("changing the simulcast encodings failed:", error.name));
   }
 
   async function answerOffer(ws, pc, sdp) {
@@ -982,6 +1006,11 @@
       currentDirection: transceiver.currentDirection,
     }));
     summary.offersAnswered = call.offersAnswered;
+    if (call.videoSender) {
+      summary.activeEncodings = (call.videoSender.getParameters().encodings || [])
+        .filter((encoding) => encoding.rid && encoding.active)
+        .map((encoding) => encoding.rid);
+    }
     const report = await call.pc.getStats();
     for (const entry of report.values()) {
       if (entry.type === "inbound-rtp" && entry.kind === "video") {

@@ -133,4 +133,51 @@ impl Worker {
             }
         }
     }
+
+    /// Pauses the simulcast layers no down-track uses and resumes those a
+    /// down-track chose, for publishers on a renegotiated session, which
+    /// have a signalling channel to receive the change. WHIP publishers
+    /// have none and always send every layer.
+    pub(super) fn control_layers(&mut self, now: Instant) {
+        let Self { rooms, peers, metrics, .. } = self;
+        for room in rooms.values_mut() {
+            for publication in room.publications.values_mut() {
+                if !publication.layers.is_simulcast() {
+                    continue;
+                }
+                let Some(mid) = publication.mid.clone() else { continue };
+                let Some(signals) = peers.get(&publication.publisher).and_then(|peer| peer.signals.clone()) else {
+                    continue;
+                };
+                let mut used = vec![false; publication.layers.len()];
+                for binding in &publication.bindings {
+                    let Some(slot) = peers.get(&binding.peer).and_then(|peer| peer.slots.get(binding.slot)) else {
+                        continue;
+                    };
+                    for layer in [slot.selector.current(), slot.selector.target()].into_iter().flatten() {
+                        if let Some(used) = used.get_mut(layer) {
+                            *used = true;
+                        }
+                    }
+                }
+                let changes = publication.pause.decide(now, &publication.layers, &used);
+                if changes.is_empty() {
+                    continue;
+                }
+                for change in &changes {
+                    publication.layers.set_paused(change.layer, change.paused, now);
+                    if change.paused {
+                        Metrics::add(&metrics.layer_pauses, 1);
+                    }
+                }
+                let active: Vec<String> =
+                    publication.layers.iter().filter(|layer| !layer.is_paused()).map(|layer| layer.rid.clone()).collect();
+                let paused: Vec<&str> =
+                    publication.layers.iter().filter(|layer| layer.is_paused()).map(|layer| layer.rid.as_str()).collect();
+                info!(room_id = %room.room_id, participant_id = %publication.participant_id, track_id = %publication.track_id,
+                    ?active, ?paused, "simulcast layers changed at the publisher");
+                let _ = signals.send(PeerSignal::Layers { mid, active });
+            }
+        }
+    }
 }

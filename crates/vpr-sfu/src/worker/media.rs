@@ -45,6 +45,7 @@ impl Worker {
         };
         let leg = leg_parameters(&receiver.get_parameters().rtp_parameters);
         let audio_level_id = leg.extensions.iter().find(|e| e.uri == AUDIO_LEVEL_URI).map(|e| e.id);
+        let mid = peer.pc.rtp_transceiver(receiver_id.into()).and_then(|transceiver| transceiver.mid().clone());
         peer.receivers.insert(library_track_id, publication_key);
 
         let track_id = format!("tr_{:016x}", rand::random::<u64>());
@@ -64,6 +65,8 @@ impl Worker {
             bindings: Vec::new(),
             muted: false,
             audio_level_id,
+            mid,
+            pause: Default::default(),
         };
         publication.open_layer(&rid, ssrc);
         if let Some(room) = self.rooms.get_mut(&peer.room) {

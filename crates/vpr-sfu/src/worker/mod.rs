@@ -527,6 +527,7 @@ impl Worker {
         }
 
         self.allocate_all(now);
+        self.control_layers(now);
         for peer in self.peers.values() {
             Metrics::add(&self.metrics.rtx_restored, peer.restored.take());
         }
