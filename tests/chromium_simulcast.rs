@@ -17,10 +17,8 @@ use std::collections::HashMap;
 
 use std::time::{Duration, Instant};
 
-use chromium::args::headless_args;
-use chromium::page_server::PageServer;
 use chromium::rerun::{assert_only_loopback, run_in_namespace};
-use chromium::webdriver::{ChromeDriver, Session};
+use chromium::test_page::open_test_page;
 use common::frames::{layers_from_widths, longest_gap, received_kbps, settled_below, settled_on};
 use common::{admit, create_room, ServerOptions, TestServer};
 use serde::Deserialize;
@@ -28,9 +26,7 @@ use vpr_bench::client::WhepSubscriber;
 use vpr_bench::relay::{Direction, FrameRecord, Impairment, Relay, RelayedSubscriber, RtpPacketId};
 use vpr_control::pb::Role;
 
-const PAGE: &str = include_str!("chromium/page.html");
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
-const SCRIPT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Time allowed from the WHIP response until the estimate passes the goal.
 const ESTIMATE_DEADLINE: Duration = Duration::from_secs(10);
 /// Chromium's send-side estimate the server's feedback must allow, in bit/s.
@@ -466,20 +462,4 @@ fn estimates(server: &TestServer) -> String {
         .filter(|line| line.contains("estimate") || line.contains("layer") || line.contains("keyframe"))
         .collect();
     lines[lines.len().saturating_sub(60)..].join("\n")
-}
-
-/// Starts ChromeDriver and headless Chromium on the test page. The page
-/// server, the temp dir and the driver must outlive the browser session.
-async fn open_test_page() -> (PageServer, tempfile::TempDir, ChromeDriver, Session) {
-    let page = PageServer::start(PAGE).await.expect("starting the page server failed");
-    let temp = tempfile::tempdir().expect("creating a temp dir failed");
-    let driver = ChromeDriver::start(&temp.path().join("chromedriver.log"))
-        .await
-        .unwrap_or_else(|error| panic!("starting ChromeDriver failed: {error}"));
-    let browser = driver
-        .new_session(&headless_args(&temp.path().join("profile")), SCRIPT_TIMEOUT)
-        .await
-        .unwrap_or_else(|error| panic!("starting Chromium failed: {error}\n{}", driver.log_tail(40)));
-    browser.navigate(&page.url()).await.expect("loading the test page failed");
-    (page, temp, driver, browser)
 }

@@ -19,9 +19,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use chromium::netns::NetNamespace;
-use chromium::args::headless_args;
-use chromium::page_server::PageServer;
-use chromium::webdriver::{ChromeDriver, Session};
+use chromium::test_page::open_test_page;
+use chromium::webdriver::Session;
 use common::{admit, create_room, TestServer};
 use serde::Deserialize;
 use serde_json::Value;
@@ -33,15 +32,10 @@ const TEST_NAME: &str = "chromium_publishes_and_receives";
 const IN_NETNS_VAR: &str = "VPR_IN_NETNS";
 /// Maximum run time of the re-run inside the namespace, after which it is killed.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
-/// Maximum time of one page function (getUserMedia, ICE gathering, POST).
-const SCRIPT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Maximum time from the WHIP answer until the publisher is connected.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Maximum time from the WHEP answer until media counters are above zero.
 const MEDIA_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The test page, served to Chromium from 127.0.0.1.
-const PAGE: &str = include_str!("chromium/page.html");
 
 #[test]
 fn chromium_publishes_and_receives() {
@@ -199,19 +193,7 @@ async fn publish_and_receive() {
     let officer = admit(&mut grpc, &room.room_id, "officer-chromium", Role::Officer).await;
     step("server started, room created, participants admitted");
 
-    let page = PageServer::start(PAGE)
-        .await
-        .expect("starting the page server failed");
-    let temp = tempfile::tempdir().expect("creating a temp dir failed");
-    let driver = ChromeDriver::start(&temp.path().join("chromedriver.log"))
-        .await
-        .unwrap_or_else(|error| panic!("starting ChromeDriver failed: {error}"));
-    let browser = driver
-        .new_session(&headless_args(&temp.path().join("profile")), SCRIPT_TIMEOUT)
-        .await
-        .unwrap_or_else(|error| {
-            panic!("starting Chromium failed: {error}\n{}", driver.log_tail(40))
-        });
+    let (page, _temp, _driver, browser) = open_test_page().await;
     step("Chromium started");
 
     // Publisher window: fake camera and microphone over WHIP.
@@ -219,10 +201,6 @@ async fn publish_and_receive() {
         .window_handle()
         .await
         .expect("reading the window handle failed");
-    browser
-        .navigate(&page.url())
-        .await
-        .expect("loading the test page failed");
     let published: Negotiation = call_page(
         &browser,
         "publish",

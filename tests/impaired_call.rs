@@ -143,7 +143,9 @@ async fn impaired_call_recovers_loss_and_outage() {
     );
     assert!(
         complete <= CLIP_FRAMES as usize,
-        "more first-pass frames than the clip has"
+        "more first-pass frames than the clip has: keyframes at {:?}, first frames {:?}",
+        subscriber.frame_log().iter().filter(|f| f.keyframe).map(|f| f.timestamp_offset).collect::<Vec<_>>(),
+        subscriber.frame_log().iter().take(3).collect::<Vec<_>>()
     );
     assert!(nacks > 0.0, "the subscriber sent no NACK");
     assert!(lost.len() >= 5, "only {} video packets were lost", lost.len());

@@ -836,7 +836,9 @@ async fn resident_layers_pause_and_resume_inside() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     step(&format!("top layer received {:.2?} after the cap was lifted", lifted.elapsed()));
-    assert_eq!(stats(&browser, &server).await.active_encodings, ["q", "h", "f"], "encodings sent after resuming");
+    // The subscriber may go from q straight to f, and then h stays paused.
+    let active = stats(&browser, &server).await.active_encodings;
+    assert!(active.iter().any(|rid| rid == "f"), "encodings sent after resuming: {active:?}");
     subscriber.stop().await.expect("WHEP DELETE failed");
 }
 

@@ -12,6 +12,15 @@ command -v chromedriver >/dev/null || need_packages+=(chromium-driver)
 command -v ip >/dev/null || need_packages+=(iproute2)
 command -v docker-compose >/dev/null || need_packages+=(docker-compose)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need_packages+=(python3-venv)
+# GStreamer's webrtcbin with VP8 and Opus decoders, driven from Debian's
+# Python, for the WHEP subscriber without transport-cc.
+gst_check='import gi; gi.require_version("Gst", "1.0"); gi.require_version("GstWebRTC", "1.0")
+from gi.repository import Gst; Gst.init(None)
+assert all(Gst.ElementFactory.find(name) for name in ("webrtcbin", "nicesrc", "vp8dec", "opusdec", "decodebin"))'
+if ! /usr/bin/python3 -c "$gst_check" 2>/dev/null; then
+    need_packages+=(gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+        gstreamer1.0-nice python3-gi gir1.2-gst-plugins-base-1.0 gir1.2-gst-plugins-bad-1.0)
+fi
 if ((${#need_packages[@]})); then
     echo "installing: ${need_packages[*]}"
     export DEBIAN_FRONTEND=noninteractive

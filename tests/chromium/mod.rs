@@ -5,4 +5,5 @@ pub mod args;
 pub mod netns;
 pub mod page_server;
 pub mod rerun;
+pub mod test_page;
 pub mod webdriver;

@@ -250,7 +250,9 @@ async fn three_layers_at_their_bitrates() {
         .iter()
         .map(|rid| keyframes(&endpoint, rid))
         .collect();
-    assert_eq!(before, vec![1, 1, 1]);
+    // The endpoint may miss a first keyframe that arrives before its track
+    // handler is set up; the publisher's own count below is exact.
+    assert!(before.iter().all(|&count| count <= 1), "keyframes before the PLI: {before:?}");
     let h_ssrc = ssrcs.iter().find(|(rid, _)| rid == "h").unwrap().1;
     let track = lock(&endpoint.received).video_track.clone().unwrap();
     let pli_sent = Instant::now();
@@ -264,15 +266,15 @@ async fn three_layers_at_their_bitrates() {
     let (answered, _) = poll_until(
         Duration::from_secs(2),
         || keyframes(&endpoint, "h"),
-        |count| *count > 1,
+        |count| *count > before[1],
     )
     .await;
     let keyframe_delay = pli_sent.elapsed();
     println!("keyframe on h {keyframe_delay:?} after the PLI");
     assert!(answered, "no keyframe on h after the PLI");
     assert!(keyframe_delay < Duration::from_millis(500));
-    assert_eq!(keyframes(&endpoint, "q"), 1);
-    assert_eq!(keyframes(&endpoint, "f"), 1);
+    assert_eq!(keyframes(&endpoint, "q"), before[0], "keyframes on q");
+    assert_eq!(keyframes(&endpoint, "f"), before[2], "keyframes on f");
 
     let stats = publisher.stop().await.unwrap();
     println!("publisher stats: {stats:?}");

@@ -7,8 +7,10 @@
 /// Protocol of a datagram on the media port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DatagramKind<'a> {
-    /// A STUN message; `local_ufrag` is the local half of its USERNAME
-    /// attribute (`local:remote`) when it has one.
+    /// A STUN message; `local_ufrag` is the server's half of its USERNAME
+    /// attribute when it has one. A request names the receiver first
+    /// (`local:remote`); a response that repeats the USERNAME of the
+    /// server's request names the server second.
     Stun { local_ufrag: Option<&'a str> },
     /// A DTLS record.
     Dtls,
@@ -74,6 +76,12 @@ pub fn classify(datagram: &[u8]) -> Result<DatagramKind<'_>, DatagramError> {
     }
 }
 
+/// Returns true for a success or error response: STUN class bits C1 (0x100)
+/// and C0 (0x010) of the message type, with C1 set (RFC 5389, section 6).
+fn is_stun_response(message_type: u16) -> bool {
+    message_type & 0x0100 != 0
+}
+
 fn parse_stun(datagram: &[u8]) -> Result<DatagramKind<'_>, DatagramError> {
     if datagram.len() < STUN_HEADER_LEN {
         return Err(DatagramError::InvalidStun("shorter than the 20-byte header"));
@@ -97,9 +105,11 @@ fn parse_stun(datagram: &[u8]) -> Result<DatagramKind<'_>, DatagramError> {
             return Err(DatagramError::InvalidStun("attribute exceeds the message"));
         }
         if attr_type == STUN_ATTR_USERNAME {
+            let message_type = u16::from_be_bytes([datagram[0], datagram[1]]);
+            let half = if is_stun_response(message_type) { 1 } else { 0 };
             let local_ufrag = std::str::from_utf8(&body[value_start..value_end])
                 .ok()
-                .and_then(|username| username.split(':').next());
+                .and_then(|username| username.split(':').nth(half));
             return Ok(DatagramKind::Stun { local_ufrag });
         }
         // Attribute values are padded to a multiple of four bytes.
@@ -113,13 +123,17 @@ mod tests {
     use super::*;
 
     fn binding_request(username: &str) -> Vec<u8> {
+        stun_message(0x0001, username)
+    }
+
+    fn stun_message(message_type: u16, username: &str) -> Vec<u8> {
         let mut attr = vec![0x00, 0x06];
         attr.extend_from_slice(&(username.len() as u16).to_be_bytes());
         attr.extend_from_slice(username.as_bytes());
         while attr.len() % 4 != 0 {
             attr.push(0);
         }
-        let mut msg = vec![0x00, 0x01];
+        let mut msg = message_type.to_be_bytes().to_vec();
         msg.extend_from_slice(&(attr.len() as u16).to_be_bytes());
         msg.extend_from_slice(&STUN_MAGIC_COOKIE);
         msg.extend_from_slice(&[7; 12]);
@@ -134,6 +148,15 @@ mod tests {
             classify(&msg),
             Ok(DatagramKind::Stun { local_ufrag: Some("srvfrag") })
         );
+    }
+
+    #[test]
+    fn stun_response_names_server_second() {
+        // libnice replies to the server's request with its USERNAME repeated.
+        let success = stun_message(0x0101, "clientfrag:srvfrag");
+        assert_eq!(classify(&success), Ok(DatagramKind::Stun { local_ufrag: Some("srvfrag") }));
+        let error = stun_message(0x0111, "clientfrag:srvfrag");
+        assert_eq!(classify(&error), Ok(DatagramKind::Stun { local_ufrag: Some("srvfrag") }));
     }
 
     #[test]

@@ -257,6 +257,22 @@ impl SendSideEstimator {
         self.update_estimate(now);
     }
 
+    /// Returns true while transport-wide feedback arrives.
+    pub fn has_transport_feedback(&self, now: Instant) -> bool {
+        self.twcc_active(now)
+    }
+
+    /// Starts estimating for a receiver that sends neither transport-wide
+    /// feedback nor REMB, at the first receiver report with heavy loss:
+    /// the estimate becomes `delivered_bps`, what the link carried, and
+    /// later receiver reports alone move it. The delay-based half, which
+    /// has no input from such a receiver, no longer caps it.
+    pub fn start_report_only(&mut self, now: Instant, delivered_bps: f64) {
+        self.delay_based.set_estimate(now, self.config.max_bps);
+        self.loss_based.set_estimate(now, delivered_bps);
+        self.update_estimate(now);
+    }
+
     /// Internal state for a debug log line.
     pub fn snapshot(&self, now: Instant) -> EstimatorSnapshot {
         EstimatorSnapshot {

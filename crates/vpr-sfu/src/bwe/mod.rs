@@ -32,5 +32,6 @@ mod tests;
 
 pub use delay::RateControlState;
 pub use estimator::{EstimatorConfig, EstimatorSnapshot, SendSideEstimator};
+pub use loss::HIGH_LOSS;
 pub use probe::{ProbeCluster, ProbeOutcome, ProbeResult, MIN_PADDING_FRACTION};
 pub use tap::{register_send_side_bwe, ReportBatch, ReportQueue, ReportTap};

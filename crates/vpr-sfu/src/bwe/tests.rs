@@ -150,3 +150,23 @@ fn estimate_stays_within_limits() {
     assert!(high <= 2_000_000.0, "estimate rose to {high}");
     assert_eq!(slow.estimator.estimate_bps(), 150_000.0);
 }
+
+#[test]
+fn report_only_starts_at_delivered_rate() {
+    let start = Instant::now();
+    let rtt = Some(Duration::from_millis(40));
+    let mut estimator = SendSideEstimator::new(EstimatorConfig::default(), start);
+    estimator.start_report_only(start + secs(1.0), 250_000.0);
+    assert_eq!(estimator.estimate_bps(), 250_000.0);
+
+    // Without delay-based input to cap it, loss-free reports grow it past
+    // the 300 kbit/s the delay-based half started at.
+    for step in 2..=21 {
+        estimator.on_receiver_report(start + secs(f64::from(step)), 0.0, rtt);
+    }
+    let grown = estimator.estimate_bps();
+    assert!(grown > 500_000.0, "after 20 loss-free reports: {grown}");
+
+    estimator.on_receiver_report(start + secs(22.0), 0.5, rtt);
+    assert!((estimator.estimate_bps() - grown * 0.75).abs() < 1.0, "half the packets lost");
+}

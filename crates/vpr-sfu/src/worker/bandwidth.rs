@@ -64,6 +64,10 @@ pub(super) struct Bandwidth {
     /// The subscriber sent a REMB, so the estimate applies even without
     /// transport-wide feedback.
     remb_seen: bool,
+    /// The subscriber sends neither transport-wide feedback nor REMB, and
+    /// one of its receiver reports showed heavy loss: from then on the
+    /// estimate follows its receiver reports.
+    report_only: bool,
     /// Whether a higher estimate would give some down-track a better layer;
     /// probing is pointless otherwise.
     constrained: bool,
@@ -81,6 +85,7 @@ impl Bandwidth {
             reports,
             probe: None,
             remb_seen: false,
+            report_only: false,
             constrained: false,
             window_start: now,
             window_bytes: 0,
@@ -125,7 +130,19 @@ impl Bandwidth {
 
     /// Applies the loss fraction of a receiver report from the subscriber.
     pub fn on_receiver_report(&mut self, now: Instant, fraction_lost: f32, round_trip: Option<Duration>) {
+        let loss = f64::from(fraction_lost);
+        let feedback = self.remb_seen || self.estimator.has_transport_feedback(now);
+        if !feedback && !self.report_only && loss > crate::bwe::HIGH_LOSS {
+            self.report_only = true;
+            self.estimator.start_report_only(now, self.media_rate_bps * (1.0 - loss));
+        }
         self.estimator.on_receiver_report(now, fraction_lost, round_trip);
+    }
+
+    /// Returns true once receiver reports alone drive the estimate (see
+    /// `report_only`).
+    pub fn report_only(&self) -> bool {
+        self.report_only
     }
 
     /// Returns true once the subscriber sent a REMB.

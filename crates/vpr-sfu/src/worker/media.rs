@@ -272,6 +272,11 @@ impl Worker {
     fn feed_receiver_feedback(&mut self, subscriber: PeerKey, packets: &[Box<dyn rtc::rtcp::Packet>], now: Instant) {
         let Some(peer) = self.peers.get_mut(&subscriber) else { return };
         let arrival = rtt::compact_ntp(SystemTime::now());
+        // The worst loss of any stream in the compound packet: a client may
+        // report its audio and its video in separate blocks or packets, and
+        // the video carries most of the rate.
+        let mut worst_loss: Option<u8> = None;
+        let mut last_round_trip = None;
         for packet in packets {
             let any = packet.as_any();
             if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
@@ -287,7 +292,8 @@ impl Worker {
             } else {
                 continue;
             };
-            let Some(block) = blocks.first() else { continue };
+            let Some(loss) = blocks.iter().map(|b| b.fraction_lost).max() else { continue };
+            worst_loss = Some(worst_loss.map_or(loss, |worst| worst.max(loss)));
             let jitter = blocks
                 .iter()
                 .filter_map(|b| {
@@ -302,10 +308,11 @@ impl Worker {
             if let Some(rtt) = round_trip {
                 peer.round_trip_time = Some(rtt);
                 peer.nack_filter.set_round_trip(rtt);
+                last_round_trip = Some(rtt);
             }
-            if let Some(bandwidth) = peer.bandwidth.as_mut() {
-                bandwidth.on_receiver_report(now, f32::from(block.fraction_lost) / 256.0, round_trip);
-            }
+        }
+        if let (Some(loss), Some(bandwidth)) = (worst_loss, peer.bandwidth.as_mut()) {
+            bandwidth.on_receiver_report(now, f32::from(loss) / 256.0, last_round_trip);
         }
     }
 

@@ -752,7 +752,9 @@ impl Peer {
             .iter()
             .any(|slot| slot.leg.extensions.iter().any(|e| e.uri == crate::downtrack::TRANSPORT_CC_URI));
         match &self.bandwidth {
-            Some(bandwidth) if reports_feedback || bandwidth.remb_seen() => bandwidth.estimate_bps(),
+            Some(bandwidth) if reports_feedback || bandwidth.remb_seen() || bandwidth.report_only() => {
+                bandwidth.estimate_bps()
+            }
             _ => f64::INFINITY,
         }
     }

@@ -1,0 +1,28 @@
+//! The WHIP/WHEP test page (`page.html`) in headless Chromium.
+
+use std::time::Duration;
+
+use super::args::headless_args;
+use super::page_server::PageServer;
+use super::webdriver::{ChromeDriver, Session};
+
+/// The page's functions publish, subscribe and read `getStats()`.
+pub const PAGE: &str = include_str!("page.html");
+/// Maximum time of one asynchronous page script.
+pub const SCRIPT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Serves the test page, starts ChromeDriver and Chromium in a temp dir and
+/// opens the page. Everything returned must outlive the session.
+pub async fn open_test_page() -> (PageServer, tempfile::TempDir, ChromeDriver, Session) {
+    let page = PageServer::start(PAGE).await.expect("starting the page server failed");
+    let temp = tempfile::tempdir().expect("creating a temp dir failed");
+    let driver = ChromeDriver::start(&temp.path().join("chromedriver.log"))
+        .await
+        .unwrap_or_else(|error| panic!("starting ChromeDriver failed: {error}"));
+    let browser = driver
+        .new_session(&headless_args(&temp.path().join("profile")), SCRIPT_TIMEOUT)
+        .await
+        .unwrap_or_else(|error| panic!("starting Chromium failed: {error}\n{}", driver.log_tail(40)));
+    browser.navigate(&page.url()).await.expect("loading the test page failed");
+    (page, temp, driver, browser)
+}
