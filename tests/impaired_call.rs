@@ -79,7 +79,10 @@ async fn impaired_call_recovers_loss_and_outage() {
     publisher.resume();
 
     // Loss phase: the first pass of the clip, identified by RTP timestamp.
-    let first_pass_end = CLIP_FRAMES * TICKS_PER_FRAME;
+    // The publisher's packetizer truncates each 1/30 s frame to 2999 ticks,
+    // so the second pass starts 180 ticks before CLIP_FRAMES frames of 3000:
+    // the boundary sits half a frame early.
+    let first_pass_end = CLIP_FRAMES * TICKS_PER_FRAME - TICKS_PER_FRAME / 2;
     let first_pass = |subscriber: &RelayedSubscriber| {
         let log = subscriber.frame_log();
         let in_pass: Vec<_> = log
