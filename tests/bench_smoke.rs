@@ -208,3 +208,31 @@ async fn bench_run_with_synthetic_publisher_delivers_its_rate() {
     assert!(delay_p50 > 0.0, "end-to-end delay p50 {delay_p50} ms");
     assert!(delay_p99 < 100.0, "end-to-end delay p99 {delay_p99} ms");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_run_with_simulcast_resident_and_publishing_officers() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().expect("creating a temp dir failed");
+    let report_path = dir.path().join("simulcast.json");
+    let output = run_bench(&server, &report_path, 8, &["--simulcast", "--officers-publish"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", server.log_tail(40));
+
+    let report = read_report(&report_path);
+    assert_eq!(report["scenario"]["simulcast"], true);
+    assert_eq!(report["scenario"]["officers_publish"], true);
+    assert_eq!(number(&report, "/publishers/connected"), 1.0);
+    assert_eq!(number(&report, "/subscribers/connected"), 2.0);
+    assert_eq!(number(&report, "/tracks/expected"), 4.0);
+    assert_eq!(number(&report, "/tracks/received"), 4.0);
+    assert_eq!(number(&report, "/video/packets_missing"), 0.0);
+    assert!(number(&report, "/video/receive_ratio") >= 0.9, "{report}");
+    // The top layer is 1.5 Mbit/s; the clip the resident would otherwise
+    // publish is about 0.5 Mbit/s.
+    let per_subscriber = number(&report, "/server_egress/kbps_per_subscriber");
+    assert!(per_subscriber > 1000.0, "{per_subscriber:.0} kbit/s per subscriber");
+
+    // The resident and both officers published.
+    let log = server.log_tail(usize::MAX);
+    let publishing = log.lines().filter(|line| line.contains("session added") && line.contains("direction=Publish")).count();
+    assert_eq!(publishing, 3, "publishing sessions\n{log}");
+}

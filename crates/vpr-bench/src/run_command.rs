@@ -89,6 +89,14 @@ pub struct RunArgs {
     /// RTP payload bytes of each synthetic packet [default: 1200].
     #[arg(long)]
     payload: Option<u32>,
+    /// Residents publish three synthetic VP8 simulcast layers (150, 500 and
+    /// 1500 kbit/s) instead of the clip.
+    #[arg(long)]
+    simulcast: bool,
+    /// Officers also publish (the clip, or the synthetic stream with
+    /// --synthetic-rate) besides receiving.
+    #[arg(long)]
+    officers_publish: bool,
     /// Start of the steady window for server CPU per packet, in seconds
     /// from the start [default: join ramp + 5 s].
     #[arg(long)]
@@ -118,6 +126,8 @@ impl RunArgs {
         override_with(&mut scenario.janus_url, self.janus_url);
         override_with(&mut scenario.payload_bytes, self.payload);
         scenario.synthetic_rate = self.synthetic_rate.or(scenario.synthetic_rate);
+        scenario.simulcast |= self.simulcast;
+        scenario.officers_publish |= self.officers_publish;
         scenario.steady_after_s = self.steady_after_s.or(scenario.steady_after_s);
         let thresholds = &mut scenario.thresholds;
         thresholds.max_first_frame_p95_ms = self.max_first_frame_p95_ms.or(thresholds.max_first_frame_p95_ms);

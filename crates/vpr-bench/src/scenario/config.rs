@@ -110,6 +110,13 @@ pub struct Scenario {
     pub synthetic_rate: Option<u32>,
     /// RTP payload bytes of each synthetic packet.
     pub payload_bytes: u32,
+    /// Residents publish three synthetic VP8 simulcast layers (`q`, `h`,
+    /// `f` at 150, 500 and 1500 kbit/s, 30 fps) instead of the clip or the
+    /// synthetic stream. VPR target only.
+    pub simulcast: bool,
+    /// Officers also publish over WHIP (the clip or the synthetic stream),
+    /// besides receiving. VPR target only.
+    pub officers_publish: bool,
     /// Start of the steady window in seconds from the start of the run;
     /// server CPU per forwarded packet is measured from there to the end.
     /// Default: the join ramp plus 5 s.
@@ -140,6 +147,8 @@ impl Default for Scenario {
             janus_url: "http://127.0.0.1:8088/janus".to_owned(),
             synthetic_rate: None,
             payload_bytes: 1200,
+            simulcast: false,
+            officers_publish: false,
             steady_after_s: None,
             thresholds: Thresholds::default(),
         }
@@ -164,6 +173,8 @@ impl std::fmt::Debug for Scenario {
             .field("janus_url", &self.janus_url)
             .field("synthetic_rate", &self.synthetic_rate)
             .field("payload_bytes", &self.payload_bytes)
+            .field("simulcast", &self.simulcast)
+            .field("officers_publish", &self.officers_publish)
             .field("steady_after_s", &self.steady_after_s)
             .field("thresholds", &self.thresholds)
             .finish_non_exhaustive()
@@ -255,6 +266,9 @@ impl Scenario {
         }
         if self.key_id.is_empty() || self.key_secret.is_empty() {
             return Err(invalid("key_id", "the API key id and secret must not be empty"));
+        }
+        if self.target == Target::Janus && (self.simulcast || self.officers_publish) {
+            return Err(invalid("simulcast", "simulcast residents and publishing officers need the VPR target"));
         }
         if self.synthetic_rate == Some(0) {
             return Err(invalid("synthetic_rate", "must be at least 1 packet per second"));
@@ -378,6 +392,15 @@ mod tests {
 
     #[test]
     fn janus_target_needs_the_synthetic_stream() {
+        let mut simulcast = Scenario::from_toml_str("simulcast = true\nofficers_publish = true").unwrap();
+        assert!(simulcast.simulcast);
+        assert!(simulcast.officers_publish);
+        simulcast.validate().unwrap();
+        simulcast.target = Target::Janus;
+        simulcast.synthetic_rate = Some(1000);
+        let error = simulcast.validate().unwrap_err();
+        assert!(matches!(error, ScenarioError::Invalid { field: "simulcast", .. }), "{error}");
+
         let mut scenario = Scenario::from_toml_str("target = \"janus\"\nofficers_per_room = 3").unwrap();
         assert_eq!(scenario.target, Target::Janus);
         let error = scenario.validate().unwrap_err();

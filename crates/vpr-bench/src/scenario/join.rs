@@ -15,6 +15,7 @@ use vpr_control::pb::Role;
 use super::control::ControlClient;
 use super::freeze::FreezeDetector;
 use super::report::MAX_ERRORS;
+use crate::client::simulcast::{LayerSpec, SimulcastOptions, SimulcastPublisher};
 use crate::client::synthetic::{SyntheticConfig, SyntheticPublisher};
 use crate::client::{PublisherMedia, SubscriberStats, WhepSubscriber, WhipPublisher};
 use crate::janus::{JanusRoom, VideoRoomPublisher, VideoRoomSubscriber};
@@ -58,6 +59,8 @@ pub enum PublisherClient {
     Clip(WhipPublisher),
     /// The synthetic stream over WHIP.
     Synthetic(SyntheticPublisher),
+    /// Three synthetic simulcast layers over WHIP.
+    Simulcast(SimulcastPublisher),
     /// The synthetic stream in a Janus VideoRoom.
     Janus(VideoRoomPublisher),
 }
@@ -68,6 +71,7 @@ impl PublisherClient {
         match self {
             Self::Clip(publisher) => publisher.stats().video_frames_sent,
             Self::Synthetic(publisher) => publisher.stats().frames_sent,
+            Self::Simulcast(publisher) => simulcast_frames(&publisher.stats()),
             Self::Janus(publisher) => publisher.publisher.stats().frames_sent,
         }
     }
@@ -85,6 +89,11 @@ impl PublisherClient {
                 .await
                 .map(|stats| stats.frames_sent)
                 .map_err(|error| error.to_string()),
+            Self::Simulcast(publisher) => publisher
+                .stop()
+                .await
+                .map(|stats| simulcast_frames(&stats))
+                .map_err(|error| error.to_string()),
             Self::Janus(publisher) => publisher.stop().await.map_err(|error| error.to_string()),
         }
     }
@@ -93,9 +102,16 @@ impl PublisherClient {
         match self {
             Self::Clip(publisher) => drop(publisher.abandon().await),
             Self::Synthetic(publisher) => drop(publisher.abandon().await),
+            Self::Simulcast(publisher) => drop(publisher.stop().await),
             Self::Janus(publisher) => drop(publisher.stop().await),
         }
     }
+}
+
+/// Video frames of a simulcast publisher: every layer sends the same frames,
+/// so a subscriber expects those of the layer that sent the most.
+fn simulcast_frames(stats: &crate::client::simulcast::SimulcastStats) -> u64 {
+    stats.layers.iter().map(|layer| layer.frames_sent).max().unwrap_or(0)
 }
 
 /// The client of a connected officer or observer.
@@ -124,12 +140,12 @@ impl SubscriberClient {
     }
 }
 
-/// A connected resident.
+/// A connected publisher: a resident, or an officer that also publishes.
 pub struct PublisherEntry {
     /// Index of the room.
     pub room: u32,
-    /// Position of the resident in its room, from 0.
-    pub resident: u32,
+    /// Position of the resident in its room, from 0; `None` for an officer.
+    pub resident: Option<u32>,
     /// The publishing client.
     pub publisher: PublisherClient,
 }
@@ -217,7 +233,7 @@ impl Registry {
     pub fn source_frames_sent(&self, room: u32) -> u64 {
         self.publishers()
             .iter()
-            .find(|entry| entry.room == room && entry.resident == 0)
+            .find(|entry| entry.room == room && entry.resident == Some(0))
             .map_or(0, |entry| entry.publisher.video_frames_sent())
     }
 
@@ -226,7 +242,7 @@ impl Registry {
     pub fn source_frames_by_room(&self) -> HashMap<u32, u64> {
         self.publishers()
             .iter()
-            .filter(|entry| entry.resident == 0)
+            .filter(|entry| entry.resident == Some(0))
             .map(|entry| (entry.room, entry.publisher.video_frames_sent()))
             .collect()
     }
@@ -250,6 +266,10 @@ pub struct JoinContext {
     pub media: PublisherMedia,
     /// Synthetic stream the residents publish instead of the clip.
     pub synthetic: Option<SyntheticConfig>,
+    /// Residents publish three synthetic simulcast layers instead.
+    pub simulcast: bool,
+    /// Officers also publish, the clip or the synthetic stream.
+    pub officers_publish: bool,
     /// Registry that receives clients and failures.
     pub registry: Arc<Registry>,
 }
@@ -266,7 +286,7 @@ pub async fn join_publisher(context: JoinContext, room: Arc<RoomInfo>, resident:
             tracing::debug!(room_id = %room.room_id, %identity, "publisher connected");
             context.registry.publishers().push(PublisherEntry {
                 room: room.index,
-                resident,
+                resident: Some(resident),
                 publisher,
             });
         }
@@ -290,7 +310,27 @@ async fn connect_publisher(
         .admit(&room.room_id, identity, Role::Resident)
         .await
         .map_err(|error| error.to_string())?;
-    let (whip_url, token) = (&admitted.whip_url, &admitted.join_token);
+    start_publisher(context, &admitted.whip_url, &admitted.join_token, context.simulcast).await
+}
+
+/// Publishes over WHIP with an admitted participant's link and token: the
+/// simulcast layers when `simulcast`, else the synthetic stream or the clip.
+async fn start_publisher(
+    context: &JoinContext,
+    whip_url: &str,
+    token: &str,
+    simulcast: bool,
+) -> Result<PublisherClient, String> {
+    if simulcast {
+        let publisher = SimulcastPublisher::start_with(whip_url, token, SimulcastOptions::new(LayerSpec::default_set()))
+            .await
+            .map_err(|error| format!("WHIP: {error}"))?;
+        if let Err(error) = publisher.wait_connected(CONNECT_TIMEOUT).await {
+            drop(publisher.stop().await);
+            return Err(format!("WHIP connect: {error}"));
+        }
+        return Ok(PublisherClient::Simulcast(publisher));
+    }
     let (publisher, connected) = match context.synthetic {
         Some(config) => {
             let publisher = SyntheticPublisher::start_whip(whip_url, token, config)
@@ -346,11 +386,14 @@ pub async fn join_subscriber(context: JoinContext, room: Arc<RoomInfo>, role: Ro
     let identity = format!("{}-{}-{index}", role_name(role), room.index);
     let join_started_at = Instant::now();
     let connected = match &context.target {
-        TargetClient::Vpr(control) => connect_subscriber(control, &room, &identity, role).await,
+        TargetClient::Vpr(control) => connect_subscriber(&context, control, &room, &identity, role).await,
         TargetClient::Janus(base_url) => connect_janus_subscriber(base_url, &room).await,
     };
     match connected {
-        Ok((subscriber, connected_at)) => {
+        Ok((subscriber, connected_at, publisher)) => {
+            if let Some(publisher) = publisher {
+                context.registry.publishers().push(PublisherEntry { room: room.index, resident: None, publisher });
+            }
             tracing::debug!(room_id = %room.room_id, %identity, "subscriber connected");
             let connect_baseline_frames = context.registry.source_frames_sent(room.index);
             context.registry.subscribers().push(SubscriberEntry {
@@ -373,12 +416,17 @@ pub async fn join_subscriber(context: JoinContext, room: Arc<RoomInfo>, role: Ro
     }
 }
 
+/// A connected subscriber, when it connected, and the officer's own
+/// publisher when officers publish.
+type SubscriberJoin = (SubscriberClient, Instant, Option<PublisherClient>);
+
 async fn connect_subscriber(
+    context: &JoinContext,
     control: &ControlClient,
     room: &RoomInfo,
     identity: &str,
     role: Role,
-) -> Result<(SubscriberClient, Instant), String> {
+) -> Result<SubscriberJoin, String> {
     let admitted = control
         .clone()
         .admit(&room.room_id, identity, role)
@@ -387,17 +435,27 @@ async fn connect_subscriber(
     let subscriber = WhepSubscriber::start(&admitted.whep_url, &admitted.join_token)
         .await
         .map_err(|error| format!("WHEP: {error}"))?;
-    match subscriber.wait_connected(CONNECT_TIMEOUT).await {
-        Ok(connected_at) => Ok((SubscriberClient::Whep(subscriber), connected_at)),
+    let connected_at = match subscriber.wait_connected(CONNECT_TIMEOUT).await {
+        Ok(connected_at) => connected_at,
         Err(error) => {
             subscriber.abandon().await;
-            Err(format!("WHEP connect: {error}"))
+            return Err(format!("WHEP connect: {error}"));
+        }
+    };
+    if !(context.officers_publish && role == Role::Officer) {
+        return Ok((SubscriberClient::Whep(subscriber), connected_at, None));
+    }
+    match start_publisher(context, &admitted.whip_url, &admitted.join_token, false).await {
+        Ok(publisher) => Ok((SubscriberClient::Whep(subscriber), connected_at, Some(publisher))),
+        Err(error) => {
+            subscriber.abandon().await;
+            Err(format!("officer's {error}"))
         }
     }
 }
 
 /// Waits for the room's publisher feed, then subscribes to it.
-async fn connect_janus_subscriber(base_url: &str, room: &RoomInfo) -> Result<(SubscriberClient, Instant), String> {
+async fn connect_janus_subscriber(base_url: &str, room: &RoomInfo) -> Result<SubscriberJoin, String> {
     let janus_room = janus_room_number(room)?;
     let mut feed = room.feed.subscribe();
     let feed = match tokio::time::timeout(CONNECT_TIMEOUT, feed.wait_for(Option::is_some)).await {
@@ -408,7 +466,7 @@ async fn connect_janus_subscriber(base_url: &str, room: &RoomInfo) -> Result<(Su
         .await
         .map_err(|error| format!("Janus subscribe: {error}"))?;
     match subscriber.subscriber.wait_connected(CONNECT_TIMEOUT).await {
-        Ok(connected_at) => Ok((SubscriberClient::Janus(subscriber), connected_at)),
+        Ok(connected_at) => Ok((SubscriberClient::Janus(subscriber), connected_at, None)),
         Err(error) => {
             subscriber.abandon().await;
             Err(format!("Janus subscriber connect: {error}"))

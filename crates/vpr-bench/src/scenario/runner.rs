@@ -105,6 +105,8 @@ pub async fn run(scenario: &Scenario, progress: ProgressBar) -> Result<Report, R
         target: target.clone(),
         media: PublisherMedia::looping(&scenario.video, &scenario.audio),
         synthetic: scenario.synthetic(),
+        simulcast: scenario.simulcast,
+        officers_publish: scenario.officers_publish,
         registry: registry.clone(),
     };
     progress.set_length(scenario.duration_s);
@@ -320,7 +322,9 @@ async fn abort_unfinished_joins(joins: &mut JoinSet<()>, registry: &Registry) {
 /// Final figures of the clients.
 struct Ended {
     media_stopped_at: Instant,
+    /// Residents that connected; publishing officers are not counted.
     publishers_connected: u64,
+    /// Video frames the residents sent.
     frames_sent: u64,
     outcomes: Vec<SubscriberOutcome>,
 }
@@ -330,7 +334,8 @@ struct Ended {
 async fn stop_clients(registry: &Registry, rooms: &[Arc<RoomInfo>]) -> Ended {
     let media_stopped_at = Instant::now();
     let publishers = std::mem::take(&mut *registry.publishers());
-    let publishers_connected = publishers.len() as u64;
+    // Officers that publish join as subscribers; only residents count here.
+    let publishers_connected = publishers.iter().filter(|entry| entry.resident.is_some()).count() as u64;
     let mut stopping = JoinSet::new();
     for entry in publishers {
         stopping.spawn(async move {
@@ -344,8 +349,11 @@ async fn stop_clients(registry: &Registry, rooms: &[Arc<RoomInfo>]) -> Ended {
     let mut frames_sent = 0;
     let mut source_frames: HashMap<u32, u64> = HashMap::new();
     while let Some(Ok((room, resident, sent))) = stopping.join_next().await {
+        if resident.is_none() {
+            continue;
+        }
         frames_sent += sent;
-        if resident == 0 {
+        if resident == Some(0) {
             source_frames.insert(room, sent);
         }
     }
