@@ -125,7 +125,7 @@ pub fn media_setup(repair: RepairParams, renegotiated: bool) -> Result<MediaSetu
     // Between the pacer (3 000) and the NACK responder (4 000), so the filter
     // receives subscribers' NACKs before the responder does.
     let nack_filter = NackFilterHandle::default();
-    let registry = registry.with(Slot::from(3_500), NackFilter::new(nack_filter.clone()));
+    let registry = registry.with(Slot::from(3_500), PacketHook::new(NackFilter::new(nack_filter.clone())));
     // After the FEC decoder and before the NACK generator, which then counts
     // a restored retransmission as the packet it asked for.
     let restored = RestoredCount::default();
@@ -141,9 +141,10 @@ pub fn media_setup(repair: RepairParams, renegotiated: bool) -> Result<MediaSetu
 struct DeliverRtcp;
 
 impl PacketEdit for DeliverRtcp {
-    fn inbound(&mut self, packet: &mut TaggedPacket) {
+    fn inbound(&mut self, packet: &mut TaggedPacket) -> bool {
         if matches!(packet.message.packet, Packet::Rtcp(_)) {
             packet.message.add(Attribute::DeliverToApplication);
         }
+        true
     }
 }

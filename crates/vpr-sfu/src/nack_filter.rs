@@ -6,18 +6,19 @@
 //! - a second request for a packet resent less than one round trip ago:
 //!   the first retransmission is still in flight.
 //!
-//! [`NackDecisions`] is the sans-IO core; [`NackFilter`] runs it as an
-//! interceptor, and [`NackFilterHandle`] gives it the round-trip time.
+//! [`NackDecisions`] is the sans-IO core; [`NackFilter`] runs it in a
+//! [`PacketHook`](crate::packet_hook::PacketHook) interceptor, and
+//! [`NackFilterHandle`] gives it the round-trip time.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
-use rtc::sansio::Protocol;
+use rtc::interceptor::{Attribute, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::{nack_pairs_from_sequence_numbers, TransportLayerNack};
-use rtc::shared::error::Error;
+
+use crate::packet_hook::PacketEdit;
 
 /// Recent sequence numbers remembered per stream.
 const HISTORY: usize = 1024;
@@ -129,92 +130,57 @@ impl NackFilterHandle {
     }
 }
 
-/// Interceptor running [`NackDecisions`] on one peer connection.
+/// [`NackDecisions`] on one peer connection, run by a
+/// [`PacketHook`](crate::packet_hook::PacketHook).
 pub struct NackFilter {
     decisions: NackDecisions,
     handle: NackFilterHandle,
-    read_queue: VecDeque<TaggedPacket>,
-    write_queue: VecDeque<TaggedPacket>,
 }
 
 impl NackFilter {
     /// Creates a filter whose repeat window follows `handle`.
     pub fn new(handle: NackFilterHandle) -> Self {
-        Self { decisions: NackDecisions::new(), handle, read_queue: VecDeque::new(), write_queue: VecDeque::new() }
+        Self { decisions: NackDecisions::new(), handle }
     }
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for NackFilter {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+impl PacketEdit for NackFilter {
+    fn inbound(&mut self, msg: &mut TaggedPacket) -> bool {
         let now = msg.now;
         let window = self.handle.repeat_window();
-        if let Packet::Rtcp(packets) = &mut msg.message.packet {
-            let mut emptied = false;
-            for packet in packets.iter_mut() {
-                let Some(nack) = packet.as_any().downcast_ref::<TransportLayerNack>() else { continue };
-                let requested: Vec<u16> = nack.nacks.iter().flat_map(|pair| pair.packet_list()).collect();
-                let kept = self.decisions.filter(now, nack.media_ssrc, &requested, window);
-                if kept.len() == requested.len() {
-                    continue;
-                }
-                emptied |= kept.is_empty();
-                let filtered = TransportLayerNack {
-                    sender_ssrc: nack.sender_ssrc,
-                    media_ssrc: nack.media_ssrc,
-                    nacks: nack_pairs_from_sequence_numbers(&kept),
-                };
-                *packet = Box::new(filtered);
+        let Packet::Rtcp(packets) = &mut msg.message.packet else { return true };
+        let mut emptied = false;
+        for packet in packets.iter_mut() {
+            let Some(nack) = packet.as_any().downcast_ref::<TransportLayerNack>() else { continue };
+            let requested: Vec<u16> = nack.nacks.iter().flat_map(|pair| pair.packet_list()).collect();
+            let kept = self.decisions.filter(now, nack.media_ssrc, &requested, window);
+            if kept.len() == requested.len() {
+                continue;
             }
-            if emptied {
-                packets.retain(|p| p.as_any().downcast_ref::<TransportLayerNack>().is_none_or(|n| !n.nacks.is_empty()));
-                if packets.is_empty() {
-                    return Ok(());
-                }
-            }
+            emptied |= kept.is_empty();
+            let filtered = TransportLayerNack {
+                sender_ssrc: nack.sender_ssrc,
+                media_ssrc: nack.media_ssrc,
+                nacks: nack_pairs_from_sequence_numbers(&kept),
+            };
+            *packet = Box::new(filtered);
         }
-        self.read_queue.push_back(msg);
-        Ok(())
+        if emptied {
+            packets.retain(|p| p.as_any().downcast_ref::<TransportLayerNack>().is_none_or(|n| !n.nacks.is_empty()));
+        }
+        !packets.is_empty()
     }
 
-    fn poll_read(&mut self) -> Option<Self::Rout> {
-        self.read_queue.pop_front()
-    }
-
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+    fn outbound(&mut self, msg: &mut TaggedPacket) {
         if let Packet::Rtp(packet) = &msg.message.packet {
             if !msg.message.has(&Attribute::Retransmission) {
                 let padding_only = packet.header.padding && packet.payload.is_empty();
                 self.decisions.on_sent(packet.header.ssrc, packet.header.sequence_number, padding_only);
             }
         }
-        self.write_queue.push_back(msg);
-        Ok(())
     }
 
-    fn poll_write(&mut self) -> Option<Self::Wout> {
-        self.write_queue.pop_front()
-    }
-
-    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Self::Error> {
-        Ok(())
-    }
-
-    fn poll_timeout(&mut self) -> Option<Self::Time> {
-        None
-    }
-}
-
-impl Interceptor for NackFilter {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, info: &StreamInfo) {
+    fn remote_stream_unbound(&mut self, info: &StreamInfo) {
         self.decisions.sent.remove(&info.ssrc);
     }
 }

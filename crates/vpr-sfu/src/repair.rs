@@ -223,14 +223,15 @@ impl RidStreams {
 }
 
 impl PacketEdit for RidStreams {
-    fn inbound(&mut self, msg: &mut TaggedPacket) {
-        let Packet::Rtp(packet) = &mut msg.message.packet else { return };
+    fn inbound(&mut self, msg: &mut TaggedPacket) -> bool {
+        let Packet::Rtp(packet) = &mut msg.message.packet else { return true };
         let rtx_ssrc = packet.header.ssrc;
         if let Repair::Restored { ssrc, sequence_number } = self.unwrapper.read(packet) {
             self.restored.0.fetch_add(1, Ordering::Relaxed);
             let rid = self.unwrapper.rid_of_repair(rtx_ssrc).map(|rid| String::from_utf8_lossy(rid).into_owned());
             tracing::debug!(rtx_ssrc, ssrc, sequence_number, rid, "restored a retransmitted packet");
         }
+        true
     }
 
     fn outbound(&mut self, msg: &mut TaggedPacket) {
