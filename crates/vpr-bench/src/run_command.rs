@@ -94,7 +94,8 @@ pub struct RunArgs {
     #[arg(long)]
     simulcast: bool,
     /// Officers also publish (the clip, or the synthetic stream with
-    /// --synthetic-rate) besides receiving.
+    /// --synthetic-rate) besides receiving. The report's publisher and
+    /// track counts cover the residents only.
     #[arg(long)]
     officers_publish: bool,
     /// Start of the steady window for server CPU per packet, in seconds
