@@ -9,8 +9,8 @@
 //! sequence number from the first two payload bytes, the media payload type
 //! the RTX codec's `apt` names, and the media payload. [`RidStreams`] runs it
 //! in an interceptor wire-ward of the NACK generator, so the generator and
-//! the receiver reports count the packet as arrived and the forwarder sees a
-//! late packet of its layer.
+//! the receiver reports count the packet as arrived and the forwarder treats
+//! it as a late packet of its layer.
 //!
 //! RTX packets that repair nothing pass untouched, and the library drops
 //! them after the transport-wide feedback has counted them: padding-only
@@ -157,9 +157,9 @@ impl RepairUnwrapper {
         let (Some(mid_id), Some(rid_id)) = (self.params.mid_id, self.params.rid_id) else {
             return;
         };
-        let (Some(mid), Some(rid)) = (header.get_extension(mid_id), header.get_extension(rid_id)) else {
-            return;
-        };
+        // Audio and single-encoding video carry no RID, so it is looked up first.
+        let Some(rid) = header.get_extension(rid_id) else { return };
+        let Some(mid) = header.get_extension(mid_id) else { return };
         self.layers.insert((mid, rid), header.ssrc);
         self.arrivals.entry(header.ssrc).or_insert_with(Arrivals::new).record(header.sequence_number);
     }
