@@ -37,14 +37,15 @@ const PHASE_SECONDS: f64 = 10.0;
 /// Rate of the capped link, in kbit/s: below the middle layer, above the
 /// lowest layer with audio.
 const CAP_KBPS: u32 = 300;
-/// Longest gap between decoded frames that is not a freeze.
+/// Maximum gap between decoded frames that is not a freeze.
 const MAX_GAP_S: f64 = 0.5;
 
 #[derive(Debug, Deserialize)]
 struct Subscription {
     offer: String,
     answer: String,
-    /// When each video frame was decoded, in seconds since the answer.
+    /// When each video frame was decoded, in seconds after the SDP answer
+    /// was applied.
     frames: Vec<f64>,
 }
 
@@ -73,7 +74,7 @@ async fn finish_subscriber(child: tokio::process::Child) -> Subscription {
         .unwrap_or_else(|error| panic!("decoding the subscriber's output failed: {error}\n{stdout}"))
 }
 
-/// Longest gap between decoded frames after the first one.
+/// Returns the maximum gap between consecutive decoded frames.
 fn longest_gap(frames: &[f64]) -> f64 {
     frames.windows(2).map(|pair| pair[1] - pair[0]).fold(0.0, f64::max)
 }

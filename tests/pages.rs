@@ -755,11 +755,11 @@ async fn wait_remote_videos(browser: &Session, server: &TestServer, window: &str
 /// Downstream rate of the officer's link while the higher layers pause.
 const PAUSE_CAP_KBPS: u32 = 300;
 
-/// Checks layer pausing: the resident publishes three encodings from the
-/// join page, and the only subscriber, a WHEP officer behind a relay capped at 300 kbit/s, receives
-/// the lowest layer, so once the pause delay has passed the page stops
-/// sending the two higher encodings. When the cap is lifted the server
-/// resumes them and the officer receives the 1280-wide top layer.
+/// Checks layer pausing. The resident publishes three encodings from the
+/// join page. The only subscriber, a WHEP officer behind a relay capped at
+/// 300 kbit/s, receives the lowest layer, so once the pause delay has passed
+/// the page stops sending the two higher encodings. When the cap is lifted
+/// the server resumes them and the officer receives the 1280-wide top layer.
 async fn resident_layers_pause_and_resume_inside() {
     assert_only_loopback();
     let started = Instant::now();

@@ -5,8 +5,8 @@ Usage: whep_subscriber.py WHEP_URL TOKEN SECONDS [MEDIA_ADDRESS]
 
 Offers to receive one VP8 video and one Opus audio stream, posts the offer
 to WHEP_URL with TOKEN as bearer, decodes what arrives for SECONDS and
-prints one JSON object: the offer it sent, the answer, and when each video
-frame was decoded, in seconds since the answer. With MEDIA_ADDRESS
+prints one JSON object: the offer it sent, the SDP answer, and when each
+video frame was decoded, in seconds after the answer was applied. With MEDIA_ADDRESS
 (host:port) the answer's candidates are replaced by that address, so media
 goes through a relay there.
 

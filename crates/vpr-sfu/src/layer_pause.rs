@@ -1,9 +1,9 @@
-//! Which simulcast layers a publisher is asked to stop sending.
+//! Pause decisions for the simulcast layers a publisher sends.
 //!
 //! A layer that no down-track forwards or waits for is paused once it has
 //! been unused for [`PAUSE_AFTER`], so a resident's phone does not spend
-//! uplink and battery on video no subscriber receives. The lowest available layer
-//! is never paused: a subscriber that joins gets it at once. A paused layer
+//! uplink and battery on video no subscriber receives. The lowest available
+//! layer is never paused: a subscriber that joins gets it at once. A paused layer
 //! resumes as soon as a down-track chooses it. Everything here is sans-IO.
 
 use std::time::{Duration, Instant};

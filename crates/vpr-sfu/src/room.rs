@@ -59,7 +59,7 @@ pub(crate) struct Publication {
     pub audio_level_id: Option<u8>,
     /// The publisher's mid of the track's m-section.
     pub mid: Option<String>,
-    /// Which simulcast layers the publisher is asked to stop sending.
+    /// Pause state of the simulcast layers at the publisher.
     pub pause: LayerPause,
 }
 
