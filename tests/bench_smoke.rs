@@ -207,6 +207,17 @@ async fn bench_run_with_synthetic_publisher_delivers_its_rate() {
     let delay_p99 = number(&report, "/capture_delay_ms/p99");
     assert!(delay_p50 > 0.0, "end-to-end delay p50 {delay_p50} ms");
     assert!(delay_p99 < 100.0, "end-to-end delay p99 {delay_p99} ms");
+
+    // The server timed every RTP packet the publisher sent in the window,
+    // from its arrival in the receive queue to the end of its fan-out; on
+    // loopback the median is well under the end-to-end delay's 100 ms.
+    let timed = number(&report, "/server_residence/count");
+    assert!(
+        (0.9 * RATE * seconds..=1.1 * RATE * seconds).contains(&timed),
+        "server timed {timed} RTP packets in {seconds:.1} s, expected about {RATE}/s"
+    );
+    let residence_p50 = number(&report, "/server_residence/p50_at_most_ms");
+    assert!(residence_p50 > 0.0 && residence_p50 < 100.0, "server delay p50 at most {residence_p50} ms");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

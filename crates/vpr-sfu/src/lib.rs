@@ -26,6 +26,7 @@ pub mod rtt;
 pub mod simulcast;
 pub mod speaker;
 pub mod throttle;
+pub mod udp;
 pub mod upgrade_hold;
 
 mod room;
@@ -182,6 +183,11 @@ impl MediaHandle {
             if let Err(err) = result {
                 tracing::warn!(error = %err, "setting the media socket's {what} buffer size failed");
             }
+        }
+        // Kernel receive timestamps measure the delay the server adds,
+        // including the wait in the receive queue; media flows without them.
+        if let Err(err) = udp::enable_receive_timestamps(std::os::fd::AsRawFd::as_raw_fd(&socket)) {
+            tracing::warn!(error = %err, "turning on receive timestamps on the media socket failed");
         }
         let socket = Arc::new(socket);
         let local_addr = socket.local_addr()?;

@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// Media-plane counters and gauges, shared between the worker and the
 /// metrics endpoint.
@@ -44,6 +45,10 @@ pub struct Metrics {
     /// Simulcast layers paused at their publisher because no subscriber
     /// received them.
     pub layer_pauses: AtomicU64,
+    /// Time from an RTP datagram's arrival in the media socket's receive
+    /// queue (the kernel's timestamp) until the worker had sent everything
+    /// that datagram caused: the delay the server adds to media.
+    pub rtp_residence: DelayHistogram,
 }
 
 impl Metrics {
@@ -84,6 +89,80 @@ impl Metrics {
             let _ = writeln!(out, "# TYPE {name} {kind}");
             let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
         }
+        self.rtp_residence.render(
+            &mut out,
+            "vpr_rtp_residence_seconds",
+            "Time from an RTP datagram's arrival in the media socket's receive queue until the server had sent everything it caused.",
+        );
         out
+    }
+}
+
+/// Upper bounds of the [`DelayHistogram`] buckets, in microseconds; a last
+/// bucket counts everything longer.
+pub const DELAY_BUCKETS_US: [u64; 13] = [50, 100, 250, 500, 750, 1000, 1500, 2000, 3000, 5000, 10_000, 25_000, 100_000];
+
+/// A Prometheus histogram of delays with fixed buckets, updated without
+/// locks.
+#[derive(Debug, Default)]
+pub struct DelayHistogram {
+    buckets: [AtomicU64; DELAY_BUCKETS_US.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl DelayHistogram {
+    /// Counts one delay.
+    pub fn record(&self, delay: Duration) {
+        let micros = delay.as_micros().min(u64::MAX as u128) as u64;
+        let bucket = DELAY_BUCKETS_US.partition_point(|&bound| bound < micros);
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// Delays counted so far.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|bucket| bucket.load(Ordering::Relaxed)).sum()
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (index, bucket) in self.buckets.iter().enumerate() {
+            cumulative += bucket.load(Ordering::Relaxed);
+            match DELAY_BUCKETS_US.get(index) {
+                Some(bound) => {
+                    let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {cumulative}", *bound as f64 / 1e6);
+                }
+                None => {
+                    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+                }
+            }
+        }
+        let _ = writeln!(out, "{name}_sum {}", self.sum_us.load(Ordering::Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {cumulative}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_renders_cumulative_buckets_in_seconds() {
+        let histogram = DelayHistogram::default();
+        for micros in [40, 50, 51, 1_800, 250_000] {
+            histogram.record(Duration::from_micros(micros));
+        }
+        assert_eq!(histogram.count(), 5);
+        let mut out = String::new();
+        histogram.render(&mut out, "d", "help");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[2], "d_bucket{le=\"0.00005\"} 2");
+        assert_eq!(lines[3], "d_bucket{le=\"0.0001\"} 3");
+        assert_eq!(lines[9], "d_bucket{le=\"0.002\"} 4");
+        assert_eq!(lines[15], "d_bucket{le=\"+Inf\"} 5");
+        assert_eq!(lines[16], "d_sum 0.251941");
+        assert_eq!(lines[17], "d_count 5");
     }
 }

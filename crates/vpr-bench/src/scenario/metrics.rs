@@ -20,6 +20,11 @@ pub async fn fetch_metric_sum(
     http_base: &str,
     name: &str,
 ) -> Result<Option<f64>, MetricsError> {
+    Ok(sum_metric(&fetch_metrics(http, http_base).await?, name))
+}
+
+/// Fetches the text of `/metrics` from `http_base`.
+pub async fn fetch_metrics(http: &reqwest::Client, http_base: &str) -> Result<String, MetricsError> {
     let url = format!("{}/metrics", http_base.trim_end_matches('/'));
     let request_error = |reason: String| MetricsError::Request {
         url: url.clone(),
@@ -37,7 +42,7 @@ pub async fn fetch_metric_sum(
         .text()
         .await
         .map_err(|error| request_error(error.to_string()))?;
-    Ok(sum_metric(&text, name))
+    Ok(text)
 }
 
 /// Sums every sample of metric `name` in Prometheus text format.
@@ -66,6 +71,56 @@ pub fn sum_metric(text: &str, name: &str) -> Option<f64> {
     sum
 }
 
+/// Returns the cumulative buckets of histogram `name` as `(upper bound, count)`,
+/// in the order the text gives them (ascending, `+Inf` last).
+pub fn histogram_buckets(text: &str, name: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(&prefix)?;
+            let (bound, rest) = rest.split_once("\"}")?;
+            let bound = if bound == "+Inf" { f64::INFINITY } else { bound.parse().ok()? };
+            Some((bound, rest.split_whitespace().next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Delays counted by a server histogram between two readings.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct HistogramWindow {
+    /// Samples counted in the window.
+    pub count: u64,
+    /// Upper bound of the bucket that contains the median, ms.
+    pub p50_at_most_ms: Option<f64>,
+    /// Upper bound of the bucket that contains the 99th percentile, ms;
+    /// `None` when it falls in the last, unbounded bucket.
+    pub p99_at_most_ms: Option<f64>,
+}
+
+impl HistogramWindow {
+    /// Subtracts the `before` buckets from the `after` buckets; `None`
+    /// when the bounds differ or nothing was counted in between.
+    pub fn between(before: &[(f64, f64)], after: &[(f64, f64)]) -> Option<Self> {
+        if before.len() != after.len() || before.iter().zip(after).any(|(b, a)| b.0 != a.0) {
+            return None;
+        }
+        let cumulative: Vec<(f64, f64)> = before.iter().zip(after).map(|(b, a)| (a.0, a.1 - b.1)).collect();
+        let total = cumulative.last()?.1;
+        if total <= 0.0 {
+            return None;
+        }
+        let at_most = |fraction: f64| {
+            let bound = cumulative.iter().find(|(_, count)| *count >= fraction * total)?.0;
+            bound.is_finite().then_some(bound * 1000.0)
+        };
+        Some(Self {
+            count: total as u64,
+            p50_at_most_ms: at_most(0.5),
+            p99_at_most_ms: at_most(0.99),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,5 +135,18 @@ mod tests {
         assert_eq!(sum_metric(text, "vpr_udp_bytes_sent_total"), Some(1000.0));
         assert_eq!(sum_metric(text, "vpr_rtp_forwarded_total"), Some(42.0));
         assert_eq!(sum_metric(text, "vpr_rooms"), None);
+    }
+
+    #[test]
+    fn histogram_window_reads_percentile_buckets() {
+        let before = "d_bucket{le=\"0.0005\"} 10\nd_bucket{le=\"0.001\"} 10\nd_bucket{le=\"0.002\"} 10\nd_bucket{le=\"+Inf\"} 10\n";
+        let after = "d_bucket{le=\"0.0005\"} 900\nd_bucket{le=\"0.001\"} 980\nd_bucket{le=\"0.002\"} 1009\nd_bucket{le=\"+Inf\"} 1010\n";
+        let before = histogram_buckets(before, "d");
+        assert_eq!(before[3], (f64::INFINITY, 10.0));
+        let window = HistogramWindow::between(&before, &histogram_buckets(after, "d")).unwrap();
+        assert_eq!(window.count, 1000);
+        assert_eq!(window.p50_at_most_ms, Some(0.5));
+        assert_eq!(window.p99_at_most_ms, Some(2.0));
+        assert_eq!(HistogramWindow::between(&before, &before), None);
     }
 }

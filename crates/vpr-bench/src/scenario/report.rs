@@ -66,6 +66,10 @@ pub struct Report {
     /// Server CPU per forwarded packet over the steady window, when the
     /// server's process id was given and the window had packets.
     pub steady: Option<SteadyWindow>,
+    /// Time VPR held each RTP packet over the steady window, from its
+    /// arrival in the server's receive queue until the server had sent all
+    /// it caused (`vpr_rtp_residence_seconds`): the delay the server adds.
+    pub server_residence: Option<super::metrics::HistogramWindow>,
     /// One point per second of the run.
     pub timeline: Vec<TimelinePoint>,
     /// Outcome of each threshold that was set.
@@ -315,6 +319,18 @@ impl Report {
                     steady.user_us_per_packet,
                     1e6 * steady.server_system_s / steady.packets_received as f64,
                     optional(steady.cpu_us_per_forwarded_packet, 2)
+                ),
+                None => "not measured".to_owned(),
+            },
+        );
+        row(
+            "server delay",
+            match &self.server_residence {
+                Some(window) => format!(
+                    "{} RTP packets in the steady window: p50 ≤ {} ms, p99 ≤ {} ms",
+                    window.count,
+                    optional(window.p50_at_most_ms, 2),
+                    window.p99_at_most_ms.map_or_else(|| "more than 100".to_owned(), |ms| format!("{ms:.2}")),
                 ),
                 None => "not measured".to_owned(),
             },

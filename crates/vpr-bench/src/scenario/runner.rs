@@ -16,7 +16,7 @@ use vpr_control::pb::Role;
 use super::config::{Scenario, ScenarioError, Target};
 use super::control::{ControlClient, ControlError};
 use super::join::{join_publisher, join_subscriber, JoinContext, Registry, RoomInfo, TargetClient};
-use super::metrics::fetch_metric_sum;
+use super::metrics::{fetch_metric_sum, fetch_metrics, histogram_buckets, sum_metric, HistogramWindow};
 use super::percentile::Percentiles;
 use super::process::{CpuTimes, ProcessError, ProcessRef};
 use super::report::{Counts, Egress, ProcessFigures, Report, SteadyWindow};
@@ -34,6 +34,7 @@ const EGRESS_METRIC: &str = "vpr_udp_bytes_sent_total";
 
 /// Server counter of RTP packets forwarded to subscribers.
 const FORWARDED_METRIC: &str = "vpr_rtp_forwarded_total";
+const RESIDENCE_METRIC: &str = "vpr_rtp_residence_seconds";
 
 /// Failure that prevents a run; failures of single joins are counted in the
 /// report instead.
@@ -159,9 +160,12 @@ pub async fn run(scenario: &Scenario, progress: ProgressBar) -> Result<Report, R
 
     let ended = stop_clients(&registry, &rooms).await;
     close_rooms(target, &rooms).await;
-    let steady = steady_start_sample.and_then(|start| steady_window(&marks, &start, &steady_end_sample));
+    let steady = steady_start_sample.as_ref().and_then(|start| steady_window(&marks, start, &steady_end_sample));
+    let residence = steady_start_sample
+        .and_then(|start| HistogramWindow::between(&start.server_residence, &steady_end_sample.server_residence));
     let mut report = build_report(scenario, &registry, &marks, ended, timeline, &http, server).await;
     report.steady = steady;
+    report.server_residence = residence;
     Ok(report)
 }
 
@@ -241,6 +245,8 @@ struct SteadySample {
     server: Option<CpuTimes>,
     packets_received: u64,
     server_forwarded: Option<f64>,
+    /// Cumulative buckets of VPR's RTP residence histogram.
+    server_residence: Vec<(f64, f64)>,
 }
 
 impl SteadySample {
@@ -253,10 +259,12 @@ impl SteadySample {
         http: &reqwest::Client,
         vpr_http: Option<&str>,
     ) -> Self {
-        let server_forwarded = match vpr_http {
-            Some(base) => fetch_metric_sum(http, base, FORWARDED_METRIC).await.ok().flatten(),
+        let metrics = match vpr_http {
+            Some(base) => fetch_metrics(http, base).await.ok(),
             None => None,
         };
+        let server_forwarded = metrics.as_deref().and_then(|text| sum_metric(text, FORWARDED_METRIC));
+        let server_residence = metrics.as_deref().map_or_else(Vec::new, |text| histogram_buckets(text, RESIDENCE_METRIC));
         let cpu = server.map(ProcessRef::cpu_times).transpose().unwrap_or_else(|error| {
             tracing::warn!(%error, "reading the server's CPU times failed");
             None
@@ -274,6 +282,7 @@ impl SteadySample {
             server: cpu,
             packets_received,
             server_forwarded,
+            server_residence,
         }
     }
 }
@@ -494,6 +503,7 @@ async fn build_report(
         },
         server: server_figures,
         steady: None,
+        server_residence: None,
         timeline,
         passed: thresholds.iter().all(|threshold| threshold.passed),
         thresholds,

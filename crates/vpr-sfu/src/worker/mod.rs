@@ -45,6 +45,7 @@ use crate::room::{Binding, PeerKey, Presence, Publication, PublicationKey, Room,
 use crate::keyframe::{starts_keyframe, VideoCodec};
 use crate::simulcast::{LayerIndex, LayerSelector, Layers, Selection};
 use crate::throttle::KeyframeRequests;
+use crate::udp::{RecvBatch, SendQueue};
 
 mod allocation;
 mod bandwidth;
@@ -54,8 +55,6 @@ mod rooms;
 
 use media::request_layer_keyframe;
 
-/// Datagrams read per wake-up before the touched peers are drained.
-const RECV_BATCH: usize = 64;
 /// Interval of the sweep for connect timeouts and deferred keyframe requests.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(100);
 /// Interval of the quality reports per participant.
@@ -165,6 +164,9 @@ pub(crate) struct Worker {
     room_keys: HashMap<String, RoomKey>,
     next_key: u64,
     touched: Vec<PeerKey>,
+    /// Datagrams the peer connections wrote during this pass of the loop,
+    /// sent in one system call at its end.
+    outbox: SendQueue,
     dropped_logged_at: Option<Instant>,
     next_quality_at: Instant,
     next_speaker_at: Instant,
@@ -195,6 +197,7 @@ impl Worker {
             room_keys: HashMap::new(),
             next_key: 1,
             touched: Vec::new(),
+            outbox: SendQueue::default(),
             dropped_logged_at: None,
             next_quality_at: Instant::now() + QUALITY_INTERVAL,
             next_speaker_at: Instant::now() + SPEAKER_INTERVAL,
@@ -205,7 +208,10 @@ impl Worker {
     /// Runs until a shutdown command arrives or every handle is dropped.
     pub async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
         let socket = self.socket.clone();
-        let mut buf = vec![0u8; 2048];
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&*socket);
+        let mut inbox = RecvBatch::default();
+        // Kernel arrival times of the RTP datagrams read in this pass.
+        let mut rtp_arrivals: Vec<SystemTime> = Vec::with_capacity(crate::udp::RECV_BATCH);
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING_INTERVAL);
         info!(local_addr = %self.local_addr, "media worker started");
 
@@ -218,32 +224,61 @@ impl Worker {
                     let Some(command) = command else { break };
                     if let Command::Shutdown { reason, reply } = command {
                         self.close_all(&reason);
+                        self.send_outbox();
                         let _ = reply.send(());
                         break;
                     }
                     self.handle_command(command);
                 }
-                received = socket.recv_from(&mut buf) => {
-                    match received {
-                        Ok((len, from)) => {
-                            let now = Instant::now();
-                            self.handle_datagram(&buf[..len], from, now);
-                            for _ in 1..RECV_BATCH {
-                                match socket.try_recv_from(&mut buf) {
-                                    Ok((len, from)) => self.handle_datagram(&buf[..len], from, now),
-                                    Err(_) => break,
+                ready = socket.readable() => {
+                    if let Err(err) = ready {
+                        warn!(error = %err, "media socket receive failed");
+                    } else {
+                        match socket.try_io(tokio::io::Interest::READABLE, || inbox.recv(fd)) {
+                            Ok(_) => {
+                                let now = Instant::now();
+                                for datagram in inbox.iter() {
+                                    if datagram.truncated {
+                                        self.count_drop(datagram.from, "datagram longer than the media port accepts", now);
+                                        continue;
+                                    }
+                                    if let (true, Some(arrived)) = (is_rtp(datagram.data), datagram.arrived) {
+                                        rtp_arrivals.push(arrived);
+                                    }
+                                    self.handle_datagram(datagram.data, datagram.from, now);
                                 }
                             }
+                            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                            Err(err) => warn!(error = %err, "media socket receive failed"),
                         }
-                        Err(err) => warn!(error = %err, "media socket receive failed"),
                     }
                 }
                 _ = sleep => self.handle_timeouts(Instant::now()),
                 _ = housekeeping.tick() => self.housekeeping(Instant::now()),
             }
             self.drain_touched();
+            self.send_outbox();
+            if !rtp_arrivals.is_empty() {
+                let sent = SystemTime::now();
+                for arrived in rtp_arrivals.drain(..) {
+                    self.metrics.rtp_residence.record(sent.duration_since(arrived).unwrap_or_default());
+                }
+            }
         }
         info!("media worker stopped");
+    }
+
+    /// Sends what the peer connections wrote during this pass.
+    fn send_outbox(&mut self) {
+        if self.outbox.is_empty() {
+            return;
+        }
+        let flushed = self.outbox.flush(std::os::fd::AsRawFd::as_raw_fd(&*self.socket));
+        Metrics::add(&self.metrics.datagrams_sent, flushed.datagrams);
+        Metrics::add(&self.metrics.bytes_sent, flushed.bytes);
+        if let Some(err) = flushed.error {
+            debug!(failed = flushed.failed, error = %err, "media socket send failed");
+        }
     }
 
     fn next_deadline(&self) -> Instant {
@@ -556,7 +591,7 @@ impl Worker {
             return;
         };
         peer.touched = false;
-        flush_writes(&self.socket, &self.metrics, &mut peer.pc);
+        queue_writes(&mut self.outbox, &mut peer.pc);
 
         let mut events = Vec::new();
         while let Some(event) = peer.pc.poll_event() {
@@ -605,7 +640,7 @@ impl Worker {
                 }
             }
             // Handling above may have queued more output on this connection.
-            flush_writes(&self.socket, &self.metrics, &mut peer.pc);
+            queue_writes(&mut self.outbox, &mut peer.pc);
             peer.deadline = peer.pc.poll_timeout();
         }
         if estimate_fell {
@@ -687,7 +722,7 @@ impl Worker {
         if let Err(err) = peer.pc.close() {
             debug!(session_id = %peer.session_id, error = %err, "closing peer connection failed");
         }
-        flush_writes(&self.socket, &self.metrics, &mut peer.pc);
+        queue_writes(&mut self.outbox, &mut peer.pc);
         self.by_ufrag.remove(&peer.local_ufrag);
         if let Some(ufrag) = &peer.previous_ufrag {
             self.by_ufrag.remove(ufrag);
@@ -760,16 +795,16 @@ impl Peer {
     }
 }
 
-fn flush_writes(socket: &UdpSocket, metrics: &Metrics, pc: &mut RTCPeerConnection) {
+fn queue_writes(outbox: &mut SendQueue, pc: &mut RTCPeerConnection) {
     while let Some(message) = pc.poll_write() {
-        match socket.try_send_to(&message.message, message.transport.peer_addr) {
-            Ok(sent) => {
-                Metrics::add(&metrics.datagrams_sent, 1);
-                Metrics::add(&metrics.bytes_sent, sent as u64);
-            }
-            Err(err) => debug!(to = %message.transport.peer_addr, error = %err, "media socket send failed"),
-        }
+        outbox.push(message.message, message.transport.peer_addr);
     }
+}
+
+/// Tells an RTP packet from RTCP on the media port: RTCP packet types 192
+/// to 223 fall on RTP payload types 64 to 95 (RFC 5761, section 4).
+fn is_rtp(datagram: &[u8]) -> bool {
+    matches!(datagram, [first, second, ..] if (128..192).contains(first) && !(64..96).contains(&(second & 0x7f)))
 }
 
 fn leg_parameters(parameters: &RTCRtpParameters) -> LegParameters {
