@@ -22,7 +22,10 @@
 # the two. The namespace's UDP counters (/proc/net/snmp) before and after
 # each run go to OUT_DIR/TARGET-udp.txt: RcvbufErrors and SndbufErrors show
 # drops in socket buffers. VPR_SERVER_BIN names another vpr-server binary,
-# for example one built from a clean checkout of a commit.
+# for example one built from a clean checkout of a commit. SERVER_CPUS and
+# HARNESS_CPUS (taskset lists, for example 0 and 1) pin the server and the
+# harness to separate cores, so that the server's delay and capacity are
+# measured without the harness competing for its core.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 subscribers=${1:-30}
@@ -34,6 +37,10 @@ out=${OUT_DIR:-target/janus_side_by_side/$(date -u +%Y%m%dT%H%M%SZ)}
 janus_bin=$(command -v janus || true)
 targets=${TARGETS:-vpr janus}
 server_bin=${VPR_SERVER_BIN:-$bin/vpr-server}
+server_pin=()
+[ -z "${SERVER_CPUS:-}" ] || server_pin=(taskset -c "$SERVER_CPUS")
+harness_pin=()
+[ -z "${HARNESS_CPUS:-}" ] || harness_pin=(taskset -c "$HARNESS_CPUS")
 
 [ "$(id -u)" = 0 ] || { echo "run as root: the script creates a network namespace" >&2; exit 2; }
 [ -n "$janus_bin" ] || { echo "janus is not installed: apt-get install -y janus" >&2; exit 2; }
@@ -85,7 +92,7 @@ udp_counters() { in_ns grep '^Udp:' /proc/net/snmp; }
 
 # The same scenario for both targets; the target's flags come after it.
 bench() {
-    RUST_LOG=${RUST_LOG:-error} in_ns "$bin/vpr-bench" run --rooms 1 --residents-per-room 1 --officers-per-room "$subscribers" \
+    RUST_LOG=${RUST_LOG:-error} in_ns "${harness_pin[@]}" "$bin/vpr-bench" run --rooms 1 --residents-per-room 1 --officers-per-room "$subscribers" \
         --join-rate 10 --duration-s "$duration_s" --synthetic-rate "$rate" --payload "$payload" \
         --server-pid "$server_pid" "$@"
 }
@@ -105,7 +112,7 @@ url = "sqlite://$work/vpr.db"
 TOML
 # Started with ip netns exec directly, not through a shell function, so
 # that $! is the server's own process id (ip and env exec into it).
-ip netns exec "$ns" env RUST_LOG=warn "$server_bin" --config "$work/vpr.toml" > "$out/vpr-server.log" 2>&1 &
+ip netns exec "$ns" "${server_pin[@]}" env RUST_LOG=warn "$server_bin" --config "$work/vpr.toml" > "$out/vpr-server.log" 2>&1 &
 server_pid=$!
 wait_http http://127.0.0.1:18080/healthz
 bench --target vpr --server-grpc http://127.0.0.1:15051 --server-http http://127.0.0.1:18080 \
@@ -160,7 +167,7 @@ admin: {
 }
 JCFG
 echo 'general: {}' > "$work/janus/janus.plugin.videoroom.jcfg"
-ip netns exec "$ns" "$janus_bin" --configs-folder "$work/janus" --config "$work/janus/janus.jcfg" --disable-colors \
+ip netns exec "$ns" "${server_pin[@]}" "$janus_bin" --configs-folder "$work/janus" --config "$work/janus/janus.jcfg" --disable-colors \
     > "$out/janus.log" 2>&1 &
 server_pid=$!
 wait_http http://127.0.0.1:8088/janus/info

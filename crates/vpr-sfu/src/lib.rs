@@ -155,6 +155,39 @@ pub struct SessionAnswer {
     pub answer_sdp: String,
 }
 
+/// Runs the worker on its own thread with a single-threaded runtime, so
+/// that no control-plane task (a store write, a gRPC call) ever queues
+/// ahead of media on a shared runtime thread. The returned task ends when
+/// the worker does.
+fn spawn_worker(
+    socket: std::net::UdpSocket,
+    config: MediaConfig,
+    metrics: Arc<Metrics>,
+    events: mpsc::UnboundedSender<MediaEvent>,
+    open_rooms: Arc<Mutex<HashSet<String>>>,
+    commands: mpsc::UnboundedReceiver<Command>,
+) -> std::io::Result<JoinHandle<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (stopped, on_stop) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new().name("vpr-media".to_owned()).spawn(move || {
+        runtime.block_on(async move {
+            // Registered with this thread's runtime, which polls it.
+            let socket = match UdpSocket::from_std(socket) {
+                Ok(socket) => Arc::new(socket),
+                Err(err) => return tracing::error!(error = %err, "registering the media socket failed"),
+            };
+            match Worker::new(socket, config, metrics, events, open_rooms) {
+                Ok(worker) => worker.run(commands).await,
+                Err(err) => tracing::error!(error = %err, "starting the media worker failed"),
+            }
+        });
+        let _ = stopped.send(());
+    })?;
+    Ok(tokio::spawn(async move {
+        let _ = on_stop.await;
+    }))
+}
+
 /// Handle to the media worker. Cheap to clone.
 #[derive(Clone)]
 pub struct MediaHandle {
@@ -172,7 +205,8 @@ impl MediaHandle {
         config: MediaConfig,
         events: mpsc::UnboundedSender<MediaEvent>,
     ) -> std::io::Result<(MediaHandle, JoinHandle<()>)> {
-        let socket = UdpSocket::bind(config.udp_listen).await?;
+        let socket = std::net::UdpSocket::bind(config.udp_listen)?;
+        socket.set_nonblocking(true)?;
         // One socket carries every participant's media: a burst from many
         // publishers overflows the kernel's default buffers.
         let socket_ref = socket2::SockRef::from(&socket);
@@ -189,13 +223,11 @@ impl MediaHandle {
         if let Err(err) = udp::enable_receive_timestamps(std::os::fd::AsRawFd::as_raw_fd(&socket)) {
             tracing::warn!(error = %err, "turning on receive timestamps on the media socket failed");
         }
-        let socket = Arc::new(socket);
         let local_addr = socket.local_addr()?;
         let metrics = Arc::new(Metrics::default());
         let (commands, receiver) = mpsc::unbounded_channel();
         let open_rooms = Arc::new(Mutex::new(HashSet::new()));
-        let worker = Worker::new(socket, config.clone(), metrics.clone(), events, open_rooms.clone())?;
-        let task = tokio::spawn(worker.run(receiver));
+        let task = spawn_worker(socket, config.clone(), metrics.clone(), events, open_rooms.clone(), receiver)?;
         let handle = MediaHandle {
             commands,
             config: Arc::new(config),

@@ -100,7 +100,7 @@ impl Metrics {
 
 /// Upper bounds of the [`DelayHistogram`] buckets, in microseconds; a last
 /// bucket counts everything longer.
-pub const DELAY_BUCKETS_US: [u64; 13] = [50, 100, 250, 500, 750, 1000, 1500, 2000, 3000, 5000, 10_000, 25_000, 100_000];
+pub const DELAY_BUCKETS_US: [u64; 15] = [50, 100, 250, 500, 750, 1000, 1500, 2000, 3000, 4000, 5000, 7500, 10_000, 25_000, 100_000];
 
 /// A Prometheus histogram of delays with fixed buckets, updated without
 /// locks.
@@ -161,8 +161,8 @@ mod tests {
         assert_eq!(lines[2], "d_bucket{le=\"0.00005\"} 2");
         assert_eq!(lines[3], "d_bucket{le=\"0.0001\"} 3");
         assert_eq!(lines[9], "d_bucket{le=\"0.002\"} 4");
-        assert_eq!(lines[15], "d_bucket{le=\"+Inf\"} 5");
-        assert_eq!(lines[16], "d_sum 0.251941");
-        assert_eq!(lines[17], "d_count 5");
+        assert_eq!(lines[17], "d_bucket{le=\"+Inf\"} 5");
+        assert_eq!(lines[18], "d_sum 0.251941");
+        assert_eq!(lines[19], "d_count 5");
     }
 }

@@ -1,5 +1,6 @@
-//! The media worker: one task that owns the shared UDP socket, every peer
-//! connection and every room, and forwards packets between them.
+//! The media worker: one task, alone on its own thread, that owns the
+//! shared UDP socket, every peer connection and every room, and forwards
+//! packets between them.
 //!
 //! Demultiplexing follows the ICE username fragment for STUN and the remote
 //! address afterwards. Forwarding inside a room is a function call on state
