@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chromium::rerun::{assert_only_loopback, run_in_namespace};
-use chromium::test_page::open_test_page;
+use chromium::test_page::{open_test_page, wait_until_sending};
 use common::frames::{layers_from_widths, longest_gap, received_kbps, settled_below, settled_on};
 use common::{admit, create_room, ServerOptions, TestServer};
 use serde::Deserialize;
@@ -218,14 +218,8 @@ async fn repair_inside() {
         let stats: RepairSnapshot = serde_json::from_value(value).expect("decoding simulcastStats failed");
         (state, stats)
     };
-    let connect_deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (state, _) = snapshot().await;
-        if state == "connected" {
-            break;
-        }
-        assert!(Instant::now() < connect_deadline, "Chromium did not connect through the relay: {state}\n{}", server.log_tail(40));
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    if let Err(stats) = wait_until_sending(&browser, &[], Duration::from_secs(10)).await {
+        panic!("Chromium did not connect through the relay: {}\n{}", stats["connectionState"], server.log_tail(40));
     }
     assert_eq!(relay.stats().flows, 1, "Chromium did not go through the relay");
     let subscriber = WhepSubscriber::start(&officer.whep_url, &officer.join_token)

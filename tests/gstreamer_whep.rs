@@ -19,7 +19,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use chromium::rerun::{assert_only_loopback, run_in_namespace};
-use chromium::test_page::open_test_page;
+use chromium::test_page::{open_test_page, wait_until_sending};
 use common::{admit, create_room, ServerOptions, TestServer};
 use serde::Deserialize;
 use serde_json::Value;
@@ -102,15 +102,8 @@ async fn gstreamer_inside() {
         .await
         .unwrap_or_else(|error| panic!("{error}\n{}", server.log_tail(40)));
     assert_eq!(negotiation["status"], 201, "WHIP status: {negotiation}");
-    let deadline = std::time::Instant::now() + CONNECT_TIMEOUT;
-    loop {
-        let stats = browser.call("simulcastStats", &[]).await.expect("simulcastStats failed");
-        let sending = ["q", "h", "f"].iter().all(|rid| stats["encodings"][rid]["bytesSent"].as_u64().unwrap_or(0) > 0);
-        if stats["connectionState"] == "connected" && sending {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "Chromium did not publish three encodings: {stats}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    if let Err(stats) = wait_until_sending(&browser, &["q", "h", "f"], CONNECT_TIMEOUT).await {
+        panic!("Chromium did not publish three encodings: {stats}");
     }
     // Chromium's encoders ramp up after connecting.
     tokio::time::sleep(Duration::from_secs(2)).await;

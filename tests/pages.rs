@@ -450,9 +450,7 @@ async fn resident_rejoins_after_network_drop_inside() {
     let (_temp, _driver, browser) = start_browser(None).await;
     let resident_window = browser.window_handle().await.expect("reading the window handle failed");
     set_viewport(&browser, PHONE).await;
-    browser.navigate(&resident.join_url).await.expect("loading the resident's join link failed");
-    wait_visible(&browser, "#start").await;
-    browser.click("#start").await.expect("clicking the start button failed");
+    start_resident_call(&browser, &resident.join_url).await;
     let officer_window = browser.new_window().await.expect("opening a second window failed");
     switch(&browser, &officer_window).await;
     set_viewport(&browser, DESKTOP).await;
@@ -556,9 +554,7 @@ async fn resident_rejoins_after_network_drop_inside() {
 
     // The resident reloads the page with the same link: the new connection
     // replaces the old one and the session still has one resident.
-    browser.navigate(&resident.join_url).await.expect("reloading the resident's page failed");
-    wait_visible(&browser, "#start").await;
-    browser.click("#start").await.expect("clicking the start button after the reload failed");
+    start_resident_call(&browser, &resident.join_url).await;
     let deadline = Instant::now() + MEDIA_TIMEOUT;
     loop {
         let stats = stats(&browser, &server).await;
@@ -775,9 +771,7 @@ async fn resident_layers_pause_and_resume_inside() {
 
     let (_temp, _driver, browser) = start_browser(None).await;
     set_viewport(&browser, PHONE).await;
-    browser.navigate(&resident.join_url).await.expect("loading the resident's join link failed");
-    wait_visible(&browser, "#consent").await;
-    browser.click("#start").await.expect("clicking the start button failed");
+    start_resident_call(&browser, &resident.join_url).await;
     let deadline = Instant::now() + MEDIA_TIMEOUT;
     while stats(&browser, &server).await.active_encodings.len() < 3 || stats(&browser, &server).await.state != "live" {
         assert!(Instant::now() < deadline, "the resident page never went live: {:?}", stats(&browser, &server).await);
@@ -968,6 +962,14 @@ async fn text_of(browser: &Session, selector: &str) -> String {
         .await
         .unwrap_or_else(|error| panic!("reading the text of {selector} failed: {error}"));
     value.as_str().unwrap_or_default().to_owned()
+}
+
+/// Opens (or reloads) the resident's join link and accepts the consent
+/// screen with its start button.
+async fn start_resident_call(browser: &Session, join_url: &str) {
+    browser.navigate(join_url).await.expect("loading the resident's join link failed");
+    wait_visible(browser, "#start").await;
+    browser.click("#start").await.expect("clicking the start button failed");
 }
 
 /// Waits until the element matching `selector` exists and is not hidden.

@@ -26,3 +26,23 @@ pub async fn open_test_page() -> (PageServer, tempfile::TempDir, ChromeDriver, S
     browser.navigate(&page.url()).await.expect("loading the test page failed");
     (page, temp, driver, browser)
 }
+
+/// Waits until the page's simulcast publication is connected and each
+/// encoding in `rids` has sent bytes. Returns the last `simulcastStats()`
+/// value, or it as the error when `timeout` passes first.
+// Not every test binary that includes this module publishes simulcast.
+#[allow(dead_code)]
+pub async fn wait_until_sending(browser: &Session, rids: &[&str], timeout: Duration) -> Result<serde_json::Value, serde_json::Value> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let stats = browser.call("simulcastStats", &[]).await.expect("simulcastStats failed");
+        let sending = rids.iter().all(|rid| stats["encodings"][rid]["bytesSent"].as_u64().unwrap_or(0) > 0);
+        if stats["connectionState"] == "connected" && sending {
+            return Ok(stats);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(stats);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -23,6 +23,7 @@ pub mod packet_hook;
 pub mod quality;
 pub mod repair;
 pub mod rtt;
+pub mod seq_window;
 pub mod simulcast;
 pub mod speaker;
 pub mod throttle;

@@ -19,40 +19,18 @@ use rtc::interceptor::{Attribute, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::{nack_pairs_from_sequence_numbers, TransportLayerNack};
 
 use crate::packet_hook::PacketEdit;
+use crate::seq_window::SequenceWindow;
 
-/// Recent sequence numbers remembered per stream.
-const HISTORY: usize = 1024;
 /// Repeat window while the round trip is not measured yet.
 const DEFAULT_ROUND_TRIP: Duration = Duration::from_millis(100);
 /// Shortest repeat window, so a loopback round trip still suppresses
 /// duplicates that arrive in one burst.
 const MIN_REPEAT_WINDOW: Duration = Duration::from_millis(10);
 
-/// Log of the padding-only packets among the last [`HISTORY`] packets sent
-/// on one stream.
-struct SentLog {
-    /// Indexed by sequence number modulo [`HISTORY`]: the sequence number
-    /// sent there, with bit 16 set when it was padding-only.
-    slots: Box<[u32; HISTORY]>,
-}
-
-impl SentLog {
-    fn new() -> Self {
-        Self { slots: Box::new([u32::MAX; HISTORY]) }
-    }
-
-    fn record(&mut self, sequence_number: u16, padding: bool) {
-        self.slots[usize::from(sequence_number) % HISTORY] = u32::from(sequence_number) | (u32::from(padding) << 16);
-    }
-
-    fn is_padding(&self, sequence_number: u16) -> bool {
-        self.slots[usize::from(sequence_number) % HISTORY] == u32::from(sequence_number) | 1 << 16
-    }
-}
-
 /// The sans-IO decisions of the filter.
 pub struct NackDecisions {
-    sent: HashMap<u32, SentLog>,
+    /// Recent first transmissions of each stream, marked when padding-only.
+    sent: HashMap<u32, SequenceWindow>,
     /// When each (SSRC, sequence number) was last let through, oldest first.
     answered: VecDeque<(Instant, u32, u16)>,
     answered_at: HashMap<(u32, u16), Instant>,
@@ -72,7 +50,7 @@ impl NackDecisions {
 
     /// Records a packet sent on `ssrc` (first transmissions only).
     pub fn on_sent(&mut self, ssrc: u32, sequence_number: u16, padding_only: bool) {
-        self.sent.entry(ssrc).or_insert_with(SentLog::new).record(sequence_number, padding_only);
+        self.sent.entry(ssrc).or_default().insert(sequence_number, padding_only);
     }
 
     /// Returns the sequence numbers of a NACK for `ssrc` that should be
@@ -91,7 +69,7 @@ impl NackDecisions {
         let log = self.sent.get(&ssrc);
         let mut resend = Vec::with_capacity(requested.len());
         for &seq in requested {
-            if log.is_some_and(|log| log.is_padding(seq)) {
+            if log.is_some_and(|log| log.get(seq) == Some(true)) {
                 continue;
             }
             if self
@@ -188,6 +166,7 @@ impl PacketEdit for NackFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::seq_window::SEQUENCE_WINDOW;
 
     const SSRC: u32 = 0x1234;
 
@@ -218,9 +197,9 @@ mod tests {
         let mut decisions = NackDecisions::new();
         decisions.on_sent(SSRC, 5, true);
         // The same slot, one history length later, carries media.
-        decisions.on_sent(SSRC, 5 + HISTORY as u16, false);
-        let kept = decisions.filter(Instant::now(), SSRC, &[5, 5 + HISTORY as u16], Duration::from_millis(50));
-        assert_eq!(kept, vec![5, 5 + HISTORY as u16]);
+        decisions.on_sent(SSRC, 5 + SEQUENCE_WINDOW as u16, false);
+        let kept = decisions.filter(Instant::now(), SSRC, &[5, 5 + SEQUENCE_WINDOW as u16], Duration::from_millis(50));
+        assert_eq!(kept, vec![5, 5 + SEQUENCE_WINDOW as u16]);
     }
 
     #[test]

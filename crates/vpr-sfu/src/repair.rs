@@ -29,11 +29,10 @@ use rtc::rtp;
 use rtc::rtcp::receiver_report::ReceiverReport;
 
 use crate::packet_hook::PacketEdit;
+use crate::seq_window::SequenceWindow;
 
 /// Length of the original sequence number that opens an RTX payload.
 const OSN_LEN: usize = 2;
-/// Sequence numbers remembered per layer to recognise repeats.
-const WINDOW: usize = 1024;
 
 /// Repair-stream parameters of an offer, in the offer's own numbering.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -68,28 +67,6 @@ pub enum Repair {
     Repeat,
 }
 
-/// The sequence numbers among the last [`WINDOW`] of one layer that arrived.
-#[derive(Debug)]
-struct Arrivals {
-    /// Indexed by sequence number modulo [`WINDOW`]: the sequence number
-    /// that arrived there, or `u32::MAX`.
-    slots: Box<[u32; WINDOW]>,
-}
-
-impl Arrivals {
-    fn new() -> Self {
-        Self { slots: Box::new([u32::MAX; WINDOW]) }
-    }
-
-    /// Records an arrival; false when the sequence number had arrived already.
-    fn record(&mut self, sequence_number: u16) -> bool {
-        let slot = &mut self.slots[usize::from(sequence_number) % WINDOW];
-        let fresh = *slot != u32::from(sequence_number);
-        *slot = u32::from(sequence_number);
-        fresh
-    }
-}
-
 /// The sans-IO core: learns which SSRC carries each RID and restores RTX
 /// packets onto those SSRCs.
 #[derive(Debug, Default)]
@@ -101,7 +78,7 @@ pub struct RepairUnwrapper {
     /// packets of the stream may leave the extension out.
     repairs: HashMap<u32, (u32, Bytes)>,
     /// Recent arrivals of each layer in `layers`.
-    arrivals: HashMap<u32, Arrivals>,
+    arrivals: HashMap<u32, SequenceWindow>,
 }
 
 impl RepairUnwrapper {
@@ -123,7 +100,7 @@ impl RepairUnwrapper {
             return Repair::Unusable;
         }
         let sequence_number = u16::from_be_bytes([packet.payload[0], packet.payload[1]]);
-        let fresh = self.arrivals.get_mut(&ssrc).is_some_and(|arrivals| arrivals.record(sequence_number));
+        let fresh = self.arrivals.get_mut(&ssrc).is_some_and(|arrivals| arrivals.insert(sequence_number, false).is_none());
         if !fresh {
             return Repair::Repeat;
         }
@@ -151,7 +128,7 @@ impl RepairUnwrapper {
 
     fn on_media(&mut self, header: &rtp::Header) {
         if let Some(arrivals) = self.arrivals.get_mut(&header.ssrc) {
-            arrivals.record(header.sequence_number);
+            arrivals.insert(header.sequence_number, false);
             return;
         }
         let (Some(mid_id), Some(rid_id)) = (self.params.mid_id, self.params.rid_id) else {
@@ -161,7 +138,7 @@ impl RepairUnwrapper {
         let Some(rid) = header.get_extension(rid_id) else { return };
         let Some(mid) = header.get_extension(mid_id) else { return };
         self.layers.insert((mid, rid), header.ssrc);
-        self.arrivals.entry(header.ssrc).or_insert_with(Arrivals::new).record(header.sequence_number);
+        self.arrivals.entry(header.ssrc).or_default().insert(header.sequence_number, false);
     }
 
     fn layer_of_repair(&mut self, header: &rtp::Header) -> Option<u32> {
