@@ -98,6 +98,19 @@ pub struct RunArgs {
     /// track counts cover the residents only.
     #[arg(long)]
     officers_publish: bool,
+    /// Each subscriber's link drops this fraction (0 to 1) of datagrams in
+    /// each direction, through a relay of its own.
+    #[arg(long)]
+    link_loss: Option<f64>,
+    /// One-way delay of each subscriber's link, ms.
+    #[arg(long)]
+    link_delay_ms: Option<u64>,
+    /// Random extra delay of each subscriber's link, up to this many ms.
+    #[arg(long)]
+    link_jitter_ms: Option<u64>,
+    /// Rate cap of each subscriber's link in each direction, kbit/s.
+    #[arg(long)]
+    link_rate_kbps: Option<u32>,
     /// Start of the steady window for server CPU per packet, in seconds
     /// from the start [default: join ramp + 5 s].
     #[arg(long)]
@@ -130,6 +143,10 @@ impl RunArgs {
         scenario.simulcast |= self.simulcast;
         scenario.officers_publish |= self.officers_publish;
         scenario.steady_after_s = self.steady_after_s.or(scenario.steady_after_s);
+        override_with(&mut scenario.link.loss, self.link_loss);
+        override_with(&mut scenario.link.delay_ms, self.link_delay_ms);
+        override_with(&mut scenario.link.jitter_ms, self.link_jitter_ms);
+        scenario.link.rate_kbps = self.link_rate_kbps.or(scenario.link.rate_kbps);
         let thresholds = &mut scenario.thresholds;
         thresholds.max_first_frame_p95_ms = self.max_first_frame_p95_ms.or(thresholds.max_first_frame_p95_ms);
         thresholds.min_receive_ratio = self.min_receive_ratio.or(thresholds.min_receive_ratio);

@@ -58,6 +58,9 @@ pub enum ClientError {
         reason: String,
     },
 
+    /// The impaired link of a client could not be set up.
+    #[error("impaired link: {0}")]
+    Link(String),
     /// The local description was missing after ICE gathering finished.
     #[error("local description missing after ICE gathering")]
     NoLocalDescription,

@@ -22,6 +22,7 @@ use super::error::ClientError;
 use super::peer::{build_loopback_peer, create_complete_offer, PeerEvents};
 use super::signaling::{delete_session, post_offer};
 use super::vp8::{CompleteFrame, SequenceTracker, Vp8FrameAssembler};
+use crate::relay::{first_udp_candidate, rewrite_answer_candidates, Direction, Impairment, Relay, RelayHandle, RelayStats};
 
 /// How long the subscriber waits for ICE gathering.
 const GATHERING_TIMEOUT: Duration = Duration::from_secs(10);
@@ -250,6 +251,19 @@ struct ReceiveState {
     stats: SubscriberStats,
 }
 
+/// Starts a relay toward the server that `answer_sdp` names, applies
+/// `impairment` to both directions, and returns it with the answer pointed
+/// at the relay.
+async fn impaired_link(answer_sdp: &str, impairment: Impairment) -> Result<(RelayHandle, String), ClientError> {
+    let server = first_udp_candidate(answer_sdp)
+        .ok_or_else(|| ClientError::Link("the SDP answer has no UDP candidate".to_owned()))?;
+    let (relay, relay_addr) = Relay::start(server).await.map_err(|error| ClientError::Link(error.to_string()))?;
+    for direction in Direction::BOTH {
+        relay.set(direction, impairment);
+    }
+    Ok((relay, rewrite_answer_candidates(answer_sdp, relay_addr)))
+}
+
 /// A participant receiving a room's media over WHEP.
 pub struct WhepSubscriber {
     peer: Arc<dyn PeerConnection>,
@@ -259,6 +273,8 @@ pub struct WhepSubscriber {
     session_url: Url,
     state: Arc<Mutex<ReceiveState>>,
     track_router: JoinHandle<()>,
+    /// The relay that impairs this subscriber's link, when it has one.
+    link: Option<RelayHandle>,
 }
 
 impl WhepSubscriber {
@@ -266,6 +282,13 @@ impl WhepSubscriber {
     /// transceiver, POSTs the complete offer to `whep_url` with `token` as
     /// bearer, applies the answer and starts reading every remote track.
     pub async fn start(whep_url: &str, token: &str) -> Result<Self, ClientError> {
+        Self::start_with_link(whep_url, token, None).await
+    }
+
+    /// Starts like [`start`](Self::start); with `link`, the subscriber
+    /// reaches the server through a relay of its own that applies `link`
+    /// in both directions.
+    pub async fn start_with_link(whep_url: &str, token: &str, link: Option<Impairment>) -> Result<Self, ClientError> {
         let (events, remote_tracks) = PeerEvents::with_remote_tracks();
         let peer = build_loopback_peer(events.clone()).await?;
         for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
@@ -280,10 +303,17 @@ impl WhepSubscriber {
         let http = reqwest::Client::new();
         let session = post_offer(&http, whep_url, token, offer_sdp).await?;
         let capture_time_id = extmap_id(&session.answer_sdp, ABS_CAPTURE_TIME_URI);
+        let (answer_sdp, link) = match link {
+            Some(impairment) => {
+                let (relay, answer_sdp) = impaired_link(&session.answer_sdp, impairment).await?;
+                (answer_sdp, Some(relay))
+            }
+            None => (session.answer_sdp, None),
+        };
 
         let state = Arc::new(Mutex::new(ReceiveState::default()));
         let track_router = tokio::spawn(route_tracks(remote_tracks, state.clone(), capture_time_id));
-        peer.set_remote_description(RTCSessionDescription::answer(session.answer_sdp)?)
+        peer.set_remote_description(RTCSessionDescription::answer(answer_sdp)?)
             .await?;
         tracing::info!(session_url = %session.session_url, "WHEP session created");
 
@@ -295,7 +325,13 @@ impl WhepSubscriber {
             session_url: session.session_url,
             state,
             track_router,
+            link,
         })
+    }
+
+    /// Counters of the relay on this subscriber's link, when it has one.
+    pub fn link_stats(&self) -> Option<RelayStats> {
+        self.link.as_ref().map(RelayHandle::stats)
     }
 
     /// Absolute URL of the WHEP session (from the `Location` header).

@@ -40,7 +40,7 @@ mod subscriber;
 pub use frames::{FrameRecord, ReorderingFrameCounter};
 pub use impairment::{Direction, Impairment};
 pub use scheduler::{DropReason, Scheduler, Verdict, BUCKET_DEPTH_BYTES, DEFAULT_MAX_QUEUE_DELAY};
-pub use sdp::rewrite_answer_candidates;
+pub use sdp::{first_udp_candidate, rewrite_answer_candidates};
 pub use shell::{Relay, RelayError, RelayHandle, DEFAULT_SEED};
 pub use stats::{DirectionStats, RelayStats, RtpPacketId};
 pub use subscriber::{RelayedSubscriber, RelayedSubscriberStats, RelayedVideoStats};

@@ -25,6 +25,18 @@ pub fn rewrite_answer_candidates(answer_sdp: &str, relay: SocketAddr) -> String 
     rewritten
 }
 
+/// Returns the address and port of the first UDP candidate in `sdp`: where
+/// a client would send its media.
+pub fn first_udp_candidate(sdp: &str) -> Option<SocketAddr> {
+    sdp.lines().find_map(|line| {
+        let fields: Vec<&str> = line.trim_end().strip_prefix("a=candidate:")?.split(' ').collect();
+        if fields.len() < 8 || !fields[2].eq_ignore_ascii_case("udp") {
+            return None;
+        }
+        Some(SocketAddr::new(fields[4].parse().ok()?, fields[5].parse().ok()?))
+    })
+}
+
 /// Returns the rewritten line if `line` is a UDP candidate.
 fn rewrite_candidate(line: &str, relay: SocketAddr) -> Option<String> {
     let attribute = line.strip_prefix("a=candidate:")?;
@@ -61,6 +73,13 @@ mod tests {
         assert!(rewritten.contains("127.0.0.1 40001 typ host tcptype passive\r\n"));
         assert!(!rewritten.contains(" 40000 "));
         assert_eq!(rewritten.len(), ANSWER.len());
+    }
+
+    #[test]
+    fn finds_first_udp_candidate() {
+        assert_eq!(first_udp_candidate(ANSWER), Some("127.0.0.1:40000".parse().unwrap()));
+        let tcp_only = "a=candidate:2 1 tcp 1518280447 127.0.0.1 40001 typ host tcptype passive\r\n";
+        assert_eq!(first_udp_candidate(tcp_only), None);
     }
 
     #[test]

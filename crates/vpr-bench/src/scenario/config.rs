@@ -4,10 +4,12 @@
 //! single fields.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::client::synthetic::SyntheticConfig;
+use crate::relay::Impairment;
 
 /// Failure to read or validate a scenario.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +63,37 @@ pub enum Target {
     /// Janus VideoRoom over the Janus HTTP API; needs the synthetic
     /// publisher and one resident per room.
     Janus,
+}
+
+/// Impairment of each subscriber's link to the server: every WHEP
+/// subscriber reaches the server through a relay of its own that applies
+/// it to both directions. The default impairs nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LinkImpairment {
+    /// Probability in 0..=1 that a datagram is dropped.
+    pub loss: f64,
+    /// One-way delay added to every datagram, ms.
+    pub delay_ms: u64,
+    /// Upper bound of a uniform random delay on top of `delay_ms`, ms.
+    pub jitter_ms: u64,
+    /// Rate cap of UDP payload in each direction, kbit/s.
+    pub rate_kbps: Option<u32>,
+}
+
+impl LinkImpairment {
+    /// Returns the relay setting, or `None` when nothing is impaired.
+    pub fn impairment(&self) -> Option<Impairment> {
+        if *self == Self::default() {
+            return None;
+        }
+        let mut impairment = Impairment::none()
+            .with_loss(self.loss)
+            .with_delay(Duration::from_millis(self.delay_ms))
+            .with_jitter(Duration::from_millis(self.jitter_ms));
+        impairment.rate_kbps = self.rate_kbps;
+        Some(impairment)
+    }
 }
 
 /// A load scenario. Every field has a default, so a TOML file names only
@@ -117,6 +150,8 @@ pub struct Scenario {
     /// Officers also publish over WHIP (the clip or the synthetic stream),
     /// besides receiving. VPR target only.
     pub officers_publish: bool,
+    /// Impairment of each subscriber's link to the server. VPR target only.
+    pub link: LinkImpairment,
     /// Start of the steady window in seconds from the start of the run;
     /// server CPU per forwarded packet is measured from there to the end.
     /// Default: the join ramp plus 5 s.
@@ -149,6 +184,7 @@ impl Default for Scenario {
             payload_bytes: 1200,
             simulcast: false,
             officers_publish: false,
+            link: LinkImpairment::default(),
             steady_after_s: None,
             thresholds: Thresholds::default(),
         }
@@ -175,6 +211,7 @@ impl std::fmt::Debug for Scenario {
             .field("payload_bytes", &self.payload_bytes)
             .field("simulcast", &self.simulcast)
             .field("officers_publish", &self.officers_publish)
+            .field("link", &self.link)
             .field("steady_after_s", &self.steady_after_s)
             .field("thresholds", &self.thresholds)
             .finish_non_exhaustive()
@@ -292,6 +329,15 @@ impl Scenario {
                     "the Janus target subscribes to one resident per room; set it to 1",
                 ));
             }
+        }
+        if !(0.0..=1.0).contains(&self.link.loss) {
+            return Err(invalid("link.loss", "must lie between 0.0 and 1.0"));
+        }
+        if self.link.rate_kbps == Some(0) {
+            return Err(invalid("link.rate_kbps", "must be at least 1 kbit/s"));
+        }
+        if self.target == Target::Janus && self.link.impairment().is_some() {
+            return Err(invalid("link", "an impaired subscriber link needs the VPR target"));
         }
         if let Some(ratio) = self.thresholds.min_receive_ratio {
             if !(0.0..=1.0).contains(&ratio) {
@@ -411,6 +457,32 @@ mod tests {
         assert_eq!((synthetic.packets_per_second, synthetic.payload_bytes), (1000, 1200));
         // 4 joins at 10/s take 0.4 s; the window starts 5 s later.
         assert!((scenario.steady_start_s() - 5.4).abs() < 1e-9);
+    }
+
+    #[test]
+    fn link_table_sets_the_relay_impairment() {
+        let scenario = Scenario::from_toml_str("[link]\nloss = 0.02\ndelay_ms = 40\nrate_kbps = 800").unwrap();
+        let impairment = scenario.link.impairment().expect("an impaired link");
+        assert_eq!(impairment.loss, 0.02);
+        assert_eq!(impairment.delay, Duration::from_millis(40));
+        assert_eq!(impairment.jitter, Duration::ZERO);
+        assert_eq!(impairment.rate_kbps, Some(800));
+        assert_eq!(Scenario::default().link.impairment(), None);
+    }
+
+    #[test]
+    fn validate_rejects_bad_link_and_janus_link() {
+        let mut scenario = Scenario::default();
+        scenario.link.loss = 1.5;
+        assert!(scenario.validate().unwrap_err().to_string().contains("link.loss"));
+        scenario.link.loss = 0.0;
+        scenario.link.rate_kbps = Some(0);
+        assert!(scenario.validate().unwrap_err().to_string().contains("link.rate_kbps"));
+
+        let mut janus = Scenario::from_toml_str("target = \"janus\"\nsynthetic_rate = 100\n[link]\ndelay_ms = 10").unwrap();
+        assert!(janus.validate().unwrap_err().to_string().contains("VPR target"));
+        janus.link = LinkImpairment::default();
+        assert!(janus.validate().is_ok());
     }
 
     #[test]

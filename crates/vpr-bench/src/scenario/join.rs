@@ -131,6 +131,14 @@ impl SubscriberClient {
         }
     }
 
+    /// Counters of the relay on the subscriber's impaired link, if any.
+    pub fn link_stats(&self) -> Option<crate::relay::RelayStats> {
+        match self {
+            Self::Whep(subscriber) => subscriber.link_stats(),
+            Self::Janus(_) => None,
+        }
+    }
+
     /// Ends the session and closes the peer connection.
     pub async fn stop(self) -> Result<(), String> {
         match self {
@@ -270,6 +278,8 @@ pub struct JoinContext {
     pub simulcast: bool,
     /// Officers also publish, the clip or the synthetic stream.
     pub officers_publish: bool,
+    /// Impairment of each WHEP subscriber's link, through a relay of its own.
+    pub link: Option<crate::relay::Impairment>,
     /// Registry that receives clients and failures.
     pub registry: Arc<Registry>,
 }
@@ -432,7 +442,7 @@ async fn connect_subscriber(
         .admit(&room.room_id, identity, role)
         .await
         .map_err(|error| error.to_string())?;
-    let subscriber = WhepSubscriber::start(&admitted.whep_url, &admitted.join_token)
+    let subscriber = WhepSubscriber::start_with_link(&admitted.whep_url, &admitted.join_token, context.link)
         .await
         .map_err(|error| format!("WHEP: {error}"))?;
     let connected_at = match subscriber.wait_connected(CONNECT_TIMEOUT).await {

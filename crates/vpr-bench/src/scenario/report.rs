@@ -66,6 +66,9 @@ pub struct Report {
     /// Server CPU per forwarded packet over the steady window, when the
     /// server's process id was given and the window had packets.
     pub steady: Option<SteadyWindow>,
+    /// Datagrams through the relays of impaired subscriber links, summed
+    /// over subscribers; `None` without an impaired link.
+    pub link: Option<LinkFigures>,
     /// Time VPR held each RTP packet over the steady window, from its
     /// arrival in the server's receive queue until the server had sent all
     /// it caused (`vpr_rtp_residence_seconds`): the delay the server adds.
@@ -109,6 +112,33 @@ pub struct SteadyWindow {
     pub cpu_us_per_forwarded_packet: Option<f64>,
     /// User CPU per received packet, microseconds.
     pub user_us_per_packet: f64,
+}
+
+/// Datagrams the relays of impaired links forwarded and dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct LinkFigures {
+    /// Server to subscribers: forwarded.
+    pub downstream_forwarded: u64,
+    /// Server to subscribers: dropped by loss, rate cap or outage.
+    pub downstream_dropped: u64,
+    /// Subscribers to server: forwarded.
+    pub upstream_forwarded: u64,
+    /// Subscribers to server: dropped.
+    pub upstream_dropped: u64,
+}
+
+impl LinkFigures {
+    /// Sums the counters of every relay; `None` when there are none.
+    pub fn sum<'a>(relays: impl IntoIterator<Item = &'a crate::relay::RelayStats>) -> Option<Self> {
+        relays.into_iter().fold(None, |sum: Option<Self>, relay| {
+            let mut sum = sum.unwrap_or_default();
+            sum.downstream_forwarded += relay.downstream.forwarded_packets;
+            sum.downstream_dropped += relay.downstream.dropped();
+            sum.upstream_forwarded += relay.upstream.forwarded_packets;
+            sum.upstream_dropped += relay.upstream.dropped();
+            Some(sum)
+        })
+    }
 }
 
 /// Maximum number of error messages kept in the report.
@@ -323,6 +353,19 @@ impl Report {
                 None => "not measured".to_owned(),
             },
         );
+        if let Some(link) = &self.link {
+            let dropped = |dropped: u64, forwarded: u64| {
+                format!("{dropped} of {} dropped", dropped + forwarded)
+            };
+            row(
+                "impaired links",
+                format!(
+                    "to subscribers {}, from subscribers {}",
+                    dropped(link.downstream_dropped, link.downstream_forwarded),
+                    dropped(link.upstream_dropped, link.upstream_forwarded)
+                ),
+            );
+        }
         row(
             "server delay",
             match &self.server_residence {

@@ -108,6 +108,7 @@ pub async fn run(scenario: &Scenario, progress: ProgressBar) -> Result<Report, R
         synthetic: scenario.synthetic(),
         simulcast: scenario.simulcast,
         officers_publish: scenario.officers_publish,
+        link: scenario.link.impairment(),
         registry: registry.clone(),
     };
     progress.set_length(scenario.duration_s);
@@ -386,6 +387,7 @@ async fn stop_clients(registry: &Registry, rooms: &[Arc<RoomInfo>]) -> Ended {
             }),
             room_has_publisher: sent.is_some(),
             freeze: entry.freeze,
+            link: entry.subscriber.link_stats(),
         });
         stopping.spawn(async move {
             if let Err(error) = entry.subscriber.stop().await {
@@ -503,6 +505,7 @@ async fn build_report(
         },
         server: server_figures,
         steady: None,
+        link: super::report::LinkFigures::sum(ended.outcomes.iter().filter_map(|outcome| outcome.link.as_ref())),
         server_residence: None,
         timeline,
         passed: thresholds.iter().all(|threshold| threshold.passed),

@@ -34,6 +34,8 @@ pub struct SubscriberOutcome {
     pub room_has_publisher: bool,
     /// Freezes seen during the run.
     pub freeze: FreezeDetector,
+    /// Counters of the relay on the subscriber's impaired link, if any.
+    pub link: Option<crate::relay::RelayStats>,
 }
 
 /// Receive figures over all subscribers.
@@ -169,6 +171,7 @@ mod tests {
             expected_frames: expected,
             room_has_publisher: true,
             freeze: FreezeDetector::default(),
+            link: None,
         }
     }
 
