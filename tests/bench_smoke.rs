@@ -196,6 +196,19 @@ async fn bench_run_with_synthetic_publisher_delivers_its_rate() {
         received >= 0.95 * forwarded,
         "subscribers received {received} packets, the server forwarded {forwarded}"
     );
+    // Each subscriber receives the publisher's rate of 1200-byte payloads
+    // from its first keyframe on (the keyframe interval is 1 s of 8).
+    let kbps = number(&report, "/video/kbps_per_subscriber");
+    let sent_kbps = RATE * 1200.0 * 8.0 / 1000.0;
+    assert!(
+        (0.75 * sent_kbps..=1.1 * sent_kbps).contains(&kbps),
+        "received {kbps:.0} kbit/s per subscriber, the publisher sent {sent_kbps:.0}"
+    );
+    // Packets of one frame share a timestamp but leave 5 ms apart, so the
+    // RFC 3550 jitter is a few milliseconds even on loopback.
+    let jitter_p50 = number(&report, "/jitter_ms/p50");
+    assert!(jitter_p50 > 0.0, "video jitter p50 {jitter_p50} ms");
+    assert!(jitter_p50 < 50.0, "video jitter p50 {jitter_p50} ms");
     let cpu_us = number(&report, "/steady/cpu_us_per_packet");
     assert!(cpu_us > 0.0, "server CPU per packet {cpu_us} µs");
     let user_us = number(&report, "/steady/user_us_per_packet");

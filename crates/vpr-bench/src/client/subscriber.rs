@@ -34,6 +34,12 @@ pub struct VideoReceiveStats {
     pub codec_mime: Option<String>,
     /// RTP packets received.
     pub packets: u64,
+    /// RTP payload bytes of the media packets received: first arrivals,
+    /// padding-only packets left out.
+    pub payload_bytes: u64,
+    /// Interarrival jitter of the last video track (RFC 3550 section 6.4.1),
+    /// in 90 kHz RTP timestamp units.
+    pub jitter_ticks: u32,
     /// Complete VP8 frames reassembled.
     pub frames: u64,
     /// Of those, keyframes.
@@ -244,6 +250,39 @@ pub struct SubscriberStats {
 struct VideoReceiver {
     assembler: Vp8FrameAssembler,
     sequence: SequenceTracker,
+    jitter: JitterEstimator,
+}
+
+/// Interarrival jitter as RFC 3550 (section 6.4.1 and appendix A.8)
+/// computes it, in RTP timestamp units of a 90 kHz clock.
+#[derive(Default)]
+struct JitterEstimator {
+    /// Arrival of the first packet, the origin of arrival times.
+    origin: Option<Instant>,
+    /// Previous packet's arrival minus its RTP timestamp, in ticks.
+    last_transit: Option<i64>,
+    /// The estimate times 16.
+    scaled: u64,
+}
+
+impl JitterEstimator {
+    const CLOCK_RATE: f64 = 90_000.0;
+
+    fn record(&mut self, arrived_at: Instant, rtp_timestamp: u32) {
+        let origin = *self.origin.get_or_insert(arrived_at);
+        let arrival = (arrived_at.duration_since(origin).as_secs_f64() * Self::CLOCK_RATE) as i64;
+        let transit = arrival - i64::from(rtp_timestamp);
+        if let Some(last) = self.last_transit.replace(transit) {
+            // Truncating to 32 bits undoes a wrap of the RTP timestamp
+            // between the two packets.
+            let difference = u64::from(((transit - last) as i32).unsigned_abs());
+            self.scaled = self.scaled + difference - ((self.scaled + 8) >> 4);
+        }
+    }
+
+    fn ticks(&self) -> u32 {
+        (self.scaled >> 4) as u32
+    }
 }
 
 #[derive(Default)]
@@ -470,9 +509,17 @@ async fn read_video(track: Arc<dyn TrackRemote>, state: Arc<Mutex<ReceiveState>>
             .and_then(|extension| capture_time::decode(&extension.payload))
             .and_then(|captured| SystemTime::now().duration_since(captured).ok());
 
+        if !(repeated || padding) {
+            receiver.jitter.record(now, header.timestamp);
+        }
+
         let mut state = lock(&state);
         let video = &mut state.stats.video;
         video.packets += 1;
+        if !(repeated || padding) {
+            video.payload_bytes += packet.payload.len() as u64;
+        }
+        video.jitter_ticks = receiver.jitter.ticks();
         if let (Some(delay), false) = (capture_delay, repeated) {
             video.capture_delay.record(delay);
         }
@@ -522,6 +569,27 @@ async fn read_audio(track: Arc<dyn TrackRemote>, state: Arc<Mutex<ReceiveState>>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jitter_estimate_follows_transit_changes() {
+        let start = Instant::now();
+        let mut steady = JitterEstimator::default();
+        // 30 frames per second, 3000 ticks apart, arriving on time and
+        // across a wrap of the RTP timestamp.
+        for frame in 0..100u32 {
+            let arrival = start + Duration::from_micros(u64::from(frame) * 33_333);
+            steady.record(arrival, (u32::MAX - 150_000).wrapping_add(frame * 3000));
+        }
+        assert!(steady.ticks() <= 1, "steady jitter {} ticks", steady.ticks());
+
+        let mut uneven = JitterEstimator::default();
+        for frame in 0..200u32 {
+            let late = if frame % 2 == 1 { 2_000 } else { 0 };
+            uneven.record(start + Duration::from_micros(u64::from(frame) * 33_333 + late), frame * 3000);
+        }
+        // Every transit differs by 2 ms (180 ticks) from the previous one.
+        assert!((170..=181).contains(&uneven.ticks()), "uneven jitter {} ticks", uneven.ticks());
+    }
 
     fn record(arrived_at: Instant, bytes: usize, layer: Option<u8>) -> FrameRecord {
         FrameRecord {

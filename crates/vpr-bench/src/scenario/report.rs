@@ -49,6 +49,9 @@ pub struct Report {
     /// End-to-end delay from capture to arrival of each frame a synthetic
     /// publisher stamped (abs-capture-time), ms; 0.1 ms resolution.
     pub capture_delay_ms: Option<Percentiles>,
+    /// Each subscriber's video interarrival jitter (RFC 3550) at the end
+    /// of the run, ms.
+    pub jitter_ms: Option<Percentiles>,
     /// Time from the start of each subscriber's join until ICE and DTLS
     /// finished, ms.
     pub subscriber_connect_ms: Option<Percentiles>,
@@ -194,6 +197,9 @@ pub struct VideoSummary {
     /// RTP packets received per second per subscriber, averaged over the
     /// time each was connected.
     pub packets_per_s_per_subscriber: Option<f64>,
+    /// Video RTP payload received per subscriber (first arrivals, without
+    /// padding), kbit/s, averaged over the time each was connected.
+    pub kbps_per_subscriber: Option<f64>,
 }
 
 /// Audio received over all subscribers.
@@ -287,6 +293,7 @@ impl Report {
         row("first keyframe after CreateRoom", percentiles_ms(&self.first_keyframe_ms));
         row("first frame after join", percentiles_ms(&self.join_to_first_frame_ms));
         row("end-to-end delay (capture to arrival)", percentiles_ms(&self.capture_delay_ms));
+        row("video jitter at the subscribers", percentiles_ms(&self.jitter_ms));
         row("subscriber connect", percentiles_ms(&self.subscriber_connect_ms));
         row("subscribers without frames", self.subscribers_without_frames.to_string());
         row(
@@ -323,6 +330,7 @@ impl Report {
             "video packets/s per subscriber",
             optional(self.video.packets_per_s_per_subscriber, 1),
         );
+        row("video kbit/s per subscriber", optional(self.video.kbps_per_subscriber, 1));
         row(
             "server UDP egress",
             match &self.server_egress {

@@ -494,6 +494,7 @@ async fn build_report(
         first_keyframe_ms: Percentiles::of(&first_keyframe),
         join_to_first_frame_ms: receive.join_to_first_frame_ms,
         capture_delay_ms: receive.capture_delay_ms,
+        jitter_ms: receive.jitter_ms,
         subscriber_connect_ms: receive.connect_ms,
         subscribers_without_frames: receive.without_frames,
         freezes: receive.freezes,

@@ -53,6 +53,8 @@ pub struct ReceiveSummary {
     pub join_to_first_frame_ms: Option<Percentiles>,
     /// Capture to arrival of each stamped frame (synthetic publishers), ms.
     pub capture_delay_ms: Option<Percentiles>,
+    /// Each subscriber's interarrival jitter of video at the end, ms.
+    pub jitter_ms: Option<Percentiles>,
     /// AdmitParticipant to connected, ms.
     pub connect_ms: Option<Percentiles>,
     /// Subscribers that received no complete frame.
@@ -70,6 +72,8 @@ pub fn summarize(outcomes: &[SubscriberOutcome], frames_sent: u64) -> ReceiveSum
     let mut connect = Vec::new();
     let mut subscriber_ratios = Vec::new();
     let mut packet_rates = Vec::new();
+    let mut bitrates_kbps = Vec::new();
+    let mut jitter_ms = Vec::new();
     let mut capture_delay = crate::client::capture_time::DelayHistogram::default();
 
     for outcome in outcomes {
@@ -90,6 +94,10 @@ pub fn summarize(outcomes: &[SubscriberOutcome], frames_sent: u64) -> ReceiveSum
         let connected_for = outcome.media_stopped_at.saturating_duration_since(outcome.connected_at);
         if connected_for >= Duration::from_secs(1) {
             packet_rates.push(stats.video.packets as f64 / connected_for.as_secs_f64());
+            bitrates_kbps.push(stats.video.payload_bytes as f64 * 8.0 / 1000.0 / connected_for.as_secs_f64());
+        }
+        if stats.video.packets > 0 {
+            jitter_ms.push(f64::from(stats.video.jitter_ticks) / 90.0);
         }
     }
 
@@ -98,11 +106,13 @@ pub fn summarize(outcomes: &[SubscriberOutcome], frames_sent: u64) -> ReceiveSum
     video.min_subscriber_receive_ratio = subscriber_ratios.into_iter().reduce(f64::min);
     video.loss_ratio = ratio(video.packets_missing, video.packets_received + video.packets_missing);
     video.packets_per_s_per_subscriber = mean(&packet_rates);
+    video.kbps_per_subscriber = mean(&bitrates_kbps);
     let audio = &mut summary.audio;
     audio.loss_ratio = ratio(audio.packets_missing, audio.packets_received + audio.packets_missing);
     summary.first_frame_ms = Percentiles::of(&first_frame);
     summary.join_to_first_frame_ms = Percentiles::of(&join_to_first_frame);
     summary.capture_delay_ms = Percentiles::of_histogram(&capture_delay);
+    summary.jitter_ms = Percentiles::of(&jitter_ms);
     summary.connect_ms = Percentiles::of(&connect);
     summary
 }
@@ -159,6 +169,8 @@ mod tests {
         };
         stats.video.frames = frames;
         stats.video.packets = frames * 2;
+        stats.video.payload_bytes = frames * 1000;
+        stats.video.jitter_ticks = frames as u32;
         stats.video.missing_packets = 1;
         stats.audio.packets = 100;
         stats.video.first_frame_at = first_frame_ms.map(|ms| start + Duration::from_millis(ms));
@@ -194,6 +206,10 @@ mod tests {
         assert_eq!(summary.video.loss_ratio, Some(2.0 / 882.0));
         // 580 and 300 packets over 10 s connected.
         assert_eq!(summary.video.packets_per_s_per_subscriber, Some(44.0));
+        // 290 000 and 150 000 bytes over 10 s: 232 and 120 kbit/s.
+        assert_eq!(summary.video.kbps_per_subscriber, Some(176.0));
+        let jitter = summary.jitter_ms.unwrap();
+        assert_eq!((jitter.p50, jitter.max), (150.0 / 90.0, 290.0 / 90.0));
         assert_eq!(summary.audio.packets_received, 200);
         assert_eq!(summary.audio.loss_ratio, Some(0.0));
         assert_eq!(summary.without_frames, 0);
