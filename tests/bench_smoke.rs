@@ -306,3 +306,23 @@ async fn bench_run_through_lossy_subscriber_links() {
     let delay_p50 = number(&report, "/capture_delay_ms/p50");
     assert!(delay_p50 >= 20.0, "end-to-end delay p50 {delay_p50} ms through a 20 ms link");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_run_with_video_profile_sends_its_bitrate() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().expect("creating a temp dir failed");
+    let report_path = dir.path().join("profile.json");
+    let output = run_bench(&server, &report_path, 9, &["--video-profile", "medium"]).await;
+    assert_eq!(output.status.code(), Some(0), "{}", server.log_tail(40));
+
+    let report = read_report(&report_path);
+    assert_eq!(report["scenario"]["video_profile"], "medium");
+    assert_eq!(number(&report, "/subscribers/connected"), 2.0);
+    assert_eq!(number(&report, "/subscribers_without_frames"), 0.0);
+    // 640x360 at 500 kbit/s: 30 frames/s of two packets each, received
+    // from the first keyframe on (1 s interval, 8 s connected).
+    let packets_per_s = number(&report, "/video/packets_per_s_per_subscriber");
+    assert!((45.0..=66.0).contains(&packets_per_s), "{packets_per_s} video packets/s per subscriber");
+    let kbps = number(&report, "/video/kbps_per_subscriber");
+    assert!((375.0..=550.0).contains(&kbps), "received {kbps:.0} kbit/s per subscriber of 500");
+}

@@ -89,6 +89,11 @@ pub struct RunArgs {
     /// RTP payload bytes of each synthetic packet [default: 1200].
     #[arg(long)]
     payload: Option<u32>,
+    /// Residents publish a synthetic VP8 stream of this resolution and
+    /// bitrate at 30 fps instead of the clip: low 320x180 at 150 kbit/s,
+    /// medium 640x360 at 500 kbit/s, high 1280x720 at 1500 kbit/s.
+    #[arg(long, value_enum)]
+    video_profile: Option<scenario::config::VideoProfile>,
     /// Residents publish three synthetic VP8 simulcast layers (150, 500 and
     /// 1500 kbit/s) instead of the clip.
     #[arg(long)]
@@ -140,6 +145,7 @@ impl RunArgs {
         override_with(&mut scenario.janus_url, self.janus_url);
         override_with(&mut scenario.payload_bytes, self.payload);
         scenario.synthetic_rate = self.synthetic_rate.or(scenario.synthetic_rate);
+        scenario.video_profile = self.video_profile.or(scenario.video_profile);
         scenario.simulcast |= self.simulcast;
         scenario.officers_publish |= self.officers_publish;
         scenario.steady_after_s = self.steady_after_s.or(scenario.steady_after_s);

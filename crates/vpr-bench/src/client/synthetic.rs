@@ -54,6 +54,10 @@ pub struct SyntheticConfig {
     pub frame_rate: u32,
     /// Time between keyframes.
     pub keyframe_interval: Duration,
+    /// Picture width written into each keyframe's VP8 header, in pixels.
+    pub width: u16,
+    /// Picture height written into each keyframe's VP8 header, in pixels.
+    pub height: u16,
 }
 
 impl Default for SyntheticConfig {
@@ -63,6 +67,8 @@ impl Default for SyntheticConfig {
             payload_bytes: 1200,
             frame_rate: 30,
             keyframe_interval: Duration::from_secs(1),
+            width: 320,
+            height: 240,
         }
     }
 }
@@ -184,7 +190,7 @@ impl Vp8PacketSource {
 
     /// Builds a payload. It starts with the descriptor. A frame's first
     /// packet then carries a VP8 frame tag (RFC 6386 section 9.1), and a
-    /// keyframe's also the start code and a 320x240 size. The filler pattern
+    /// keyframe's also the start code and the configured size. The filler pattern
     /// makes up the rest.
     fn payload(&self, starts_frame: bool, keyframe: bool) -> Bytes {
         let mut payload = BytesMut::with_capacity(self.config.payload_bytes);
@@ -196,8 +202,8 @@ impl Vp8PacketSource {
             payload.put_slice(&tag.to_le_bytes()[..3]);
             if keyframe {
                 payload.put_slice(&[0x9d, 0x01, 0x2a]);
-                payload.put_u16_le(320);
-                payload.put_u16_le(240);
+                payload.put_u16_le(self.config.width);
+                payload.put_u16_le(self.config.height);
             }
         } else {
             payload.put_u8(DESCRIPTOR_CONTINUATION);
@@ -508,6 +514,17 @@ mod tests {
         assert_eq!(keyframes, vec![0, 30, 60]);
         assert_eq!(frames[1].rtp_timestamp - frames[0].rtp_timestamp, 2970);
         assert!(frames.iter().all(|frame| frame.packets == 33));
+    }
+
+    #[test]
+    fn keyframe_header_carries_the_configured_size() {
+        let config = SyntheticConfig { width: 1280, height: 720, ..SyntheticConfig::default() };
+        let SourcePacket { packet, keyframe, .. } = Vp8PacketSource::new(config).next_packet();
+        assert!(keyframe);
+        // Descriptor, 3-byte frame tag, start code, then width and height.
+        assert_eq!(&packet.payload[4..7], &[0x9d, 0x01, 0x2a]);
+        assert_eq!(u16::from_le_bytes([packet.payload[7], packet.payload[8]]), 1280);
+        assert_eq!(u16::from_le_bytes([packet.payload[9], packet.payload[10]]), 720);
     }
 
     #[test]

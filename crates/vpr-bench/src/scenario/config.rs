@@ -65,6 +65,49 @@ pub enum Target {
     Janus,
 }
 
+/// Resolution and bitrate of a synthetic VP8 stream at 30 frames per
+/// second, at the sizes of Chrome's three simulcast layers for a 720p
+/// camera.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum VideoProfile {
+    /// 320x180 at 150 kbit/s.
+    Low,
+    /// 640x360 at 500 kbit/s.
+    Medium,
+    /// 1280x720 at 1500 kbit/s.
+    High,
+}
+
+impl VideoProfile {
+    const FRAME_RATE: u32 = 30;
+
+    /// Picture width and height, and bitrate in bit/s.
+    pub fn shape(self) -> (u16, u16, u32) {
+        match self {
+            Self::Low => (320, 180, 150_000),
+            Self::Medium => (640, 360, 500_000),
+            Self::High => (1280, 720, 1_500_000),
+        }
+    }
+
+    /// Returns the synthetic stream of this profile: each frame split into
+    /// the fewest packets of at most `max_payload_bytes`.
+    pub fn synthetic(self, max_payload_bytes: usize) -> SyntheticConfig {
+        let (width, height, bitrate_bps) = self.shape();
+        let frame_bytes = (bitrate_bps / 8 / Self::FRAME_RATE) as usize;
+        let packets_per_frame = frame_bytes.div_ceil(max_payload_bytes.max(1)).max(1);
+        SyntheticConfig {
+            packets_per_second: packets_per_frame as u32 * Self::FRAME_RATE,
+            payload_bytes: frame_bytes.div_ceil(packets_per_frame).max(SyntheticConfig::MIN_PAYLOAD_BYTES),
+            frame_rate: Self::FRAME_RATE,
+            width,
+            height,
+            ..SyntheticConfig::default()
+        }
+    }
+}
+
 /// Impairment of each subscriber's link to the server: every WHEP
 /// subscriber reaches the server through a relay of its own that applies
 /// it to both directions. The default impairs nothing.
@@ -141,8 +184,12 @@ pub struct Scenario {
     /// RTP packets per second of a synthetic VP8 stream that residents
     /// publish instead of the clip; `None` publishes the clip.
     pub synthetic_rate: Option<u32>,
-    /// RTP payload bytes of each synthetic packet.
+    /// RTP payload bytes of each synthetic packet; with a video profile,
+    /// the largest payload a frame is split into.
     pub payload_bytes: u32,
+    /// Residents publish a synthetic VP8 stream of this resolution and
+    /// bitrate instead of the clip; not with `synthetic_rate`.
+    pub video_profile: Option<VideoProfile>,
     /// Residents publish three synthetic VP8 simulcast layers (`q`, `h`,
     /// `f` at 150, 500 and 1500 kbit/s, 30 fps) instead of the clip or the
     /// synthetic stream. VPR target only.
@@ -182,6 +229,7 @@ impl Default for Scenario {
             janus_url: "http://127.0.0.1:8088/janus".to_owned(),
             synthetic_rate: None,
             payload_bytes: 1200,
+            video_profile: None,
             simulcast: false,
             officers_publish: false,
             link: LinkImpairment::default(),
@@ -209,6 +257,7 @@ impl std::fmt::Debug for Scenario {
             .field("janus_url", &self.janus_url)
             .field("synthetic_rate", &self.synthetic_rate)
             .field("payload_bytes", &self.payload_bytes)
+            .field("video_profile", &self.video_profile)
             .field("simulcast", &self.simulcast)
             .field("officers_publish", &self.officers_publish)
             .field("link", &self.link)
@@ -255,6 +304,9 @@ impl Scenario {
 
     /// Returns the synthetic stream the residents publish, if any.
     pub fn synthetic(&self) -> Option<SyntheticConfig> {
+        if let Some(profile) = self.video_profile {
+            return Some(profile.synthetic(self.payload_bytes as usize));
+        }
         self.synthetic_rate.map(|packets_per_second| SyntheticConfig {
             packets_per_second,
             payload_bytes: self.payload_bytes as usize,
@@ -307,6 +359,9 @@ impl Scenario {
         if self.target == Target::Janus && (self.simulcast || self.officers_publish) {
             return Err(invalid("simulcast", "simulcast residents and publishing officers need the VPR target"));
         }
+        if self.video_profile.is_some() && self.synthetic_rate.is_some() {
+            return Err(invalid("video_profile", "sets the synthetic stream's rate itself; leave synthetic_rate unset"));
+        }
         if self.synthetic_rate == Some(0) {
             return Err(invalid("synthetic_rate", "must be at least 1 packet per second"));
         }
@@ -317,10 +372,10 @@ impl Scenario {
             });
         }
         if self.target == Target::Janus {
-            if self.synthetic_rate.is_none() {
+            if self.synthetic().is_none() {
                 return Err(invalid(
                     "synthetic_rate",
-                    "the Janus target publishes only the synthetic stream; set synthetic_rate",
+                    "the Janus target publishes only the synthetic stream; set synthetic_rate or video_profile",
                 ));
             }
             if self.residents_per_room != 1 {
@@ -483,6 +538,22 @@ mod tests {
         assert!(janus.validate().unwrap_err().to_string().contains("VPR target"));
         janus.link = LinkImpairment::default();
         assert!(janus.validate().is_ok());
+    }
+
+    #[test]
+    fn video_profiles_split_frames_into_packets() {
+        let shapes: Vec<(u32, usize, u16, u16)> = [VideoProfile::Low, VideoProfile::Medium, VideoProfile::High]
+            .into_iter()
+            .map(|profile| profile.synthetic(1200))
+            .map(|config| (config.packets_per_second, config.payload_bytes, config.width, config.height))
+            .collect();
+        // 625, 2083 and 6250 bytes per frame at 30 fps.
+        assert_eq!(shapes, vec![(30, 625, 320, 180), (60, 1042, 640, 360), (180, 1042, 1280, 720)]);
+
+        let scenario = Scenario::from_toml_str("video_profile = \"medium\"").unwrap();
+        assert_eq!(scenario.synthetic().map(|config| config.packets_per_frame()), Some(2));
+        let both = Scenario::from_toml_str("video_profile = \"high\"\nsynthetic_rate = 100").unwrap();
+        assert!(both.validate().unwrap_err().to_string().contains("video_profile"));
     }
 
     #[test]

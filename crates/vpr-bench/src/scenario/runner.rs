@@ -435,7 +435,7 @@ async fn build_report(
     let wall = marks.started.elapsed();
     let run_s = (ended.media_stopped_at - marks.started).as_secs_f64();
     let mut receive = summarize(&ended.outcomes, ended.frames_sent);
-    if scenario.synthetic_rate.is_some() {
+    if scenario.synthetic().is_some() {
         // The synthetic stream has a video track only, not audio and video.
         receive.tracks.expected /= TRACKS_PER_SUBSCRIBER;
     }
