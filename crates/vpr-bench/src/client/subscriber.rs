@@ -37,8 +37,10 @@ pub struct VideoReceiveStats {
     /// RTP payload bytes of the media packets received: first arrivals,
     /// padding-only packets left out.
     pub payload_bytes: u64,
-    /// Interarrival jitter of the last video track (RFC 3550 section 6.4.1),
-    /// in 90 kHz RTP timestamp units.
+    /// Interarrival jitter of the frames of the last video track: the
+    /// RFC 3550 (section 6.4.1) estimate over the first packet of each
+    /// frame, in 90 kHz RTP timestamp units. A sender that paces a frame's
+    /// packets apart does not inflate it.
     pub jitter_ticks: u32,
     /// Complete VP8 frames reassembled.
     pub frames: u64,
@@ -263,14 +265,22 @@ struct JitterEstimator {
     last_transit: Option<i64>,
     /// The estimate times 16.
     scaled: u64,
+    /// RTP timestamp of the last packet recorded.
+    last_timestamp: Option<u32>,
 }
 
 impl JitterEstimator {
     const CLOCK_RATE: f64 = 90_000.0;
 
+    /// Returns whether `rtp_timestamp` differs from the last recorded one.
+    fn is_new_frame(&self, rtp_timestamp: u32) -> bool {
+        self.last_timestamp != Some(rtp_timestamp)
+    }
+
     fn record(&mut self, arrived_at: Instant, rtp_timestamp: u32) {
         let origin = *self.origin.get_or_insert(arrived_at);
         let arrival = (arrived_at.duration_since(origin).as_secs_f64() * Self::CLOCK_RATE) as i64;
+        self.last_timestamp = Some(rtp_timestamp);
         let transit = arrival - i64::from(rtp_timestamp);
         if let Some(last) = self.last_transit.replace(transit) {
             // Truncating to 32 bits undoes a wrap of the RTP timestamp
@@ -509,7 +519,7 @@ async fn read_video(track: Arc<dyn TrackRemote>, state: Arc<Mutex<ReceiveState>>
             .and_then(|extension| capture_time::decode(&extension.payload))
             .and_then(|captured| SystemTime::now().duration_since(captured).ok());
 
-        if !(repeated || padding) {
+        if !(repeated || padding) && receiver.jitter.is_new_frame(header.timestamp) {
             receiver.jitter.record(now, header.timestamp);
         }
 

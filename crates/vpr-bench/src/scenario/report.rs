@@ -49,8 +49,8 @@ pub struct Report {
     /// End-to-end delay from capture to arrival of each frame a synthetic
     /// publisher stamped (abs-capture-time), ms; 0.1 ms resolution.
     pub capture_delay_ms: Option<Percentiles>,
-    /// Each subscriber's video interarrival jitter (RFC 3550) at the end
-    /// of the run, ms.
+    /// Each subscriber's video frame jitter at the end of the run (the
+    /// RFC 3550 estimate over the first packet of each frame), ms.
     pub jitter_ms: Option<Percentiles>,
     /// Time from the start of each subscriber's join until ICE and DTLS
     /// finished, ms.
@@ -299,7 +299,7 @@ impl Report {
         row(
             "video packets lost",
             format!(
-                "{} of {} (ratio {}), late {}, incomplete frames {}",
+                "{} of {} missing on arrival (ratio {}), late {} (retransmitted or reordered), incomplete frames {}",
                 self.video.packets_missing,
                 self.video.packets_received + self.video.packets_missing,
                 optional(self.video.loss_ratio, 4),
