@@ -41,7 +41,7 @@ use super::peer::{
     create_complete_offer, opus_codec, vp8_codec, vp8_opus_media_engine, PeerEvents,
 };
 use super::signaling::{delete_session, post_offer};
-use super::vp8::LayerMarker;
+use super::vp8::{LayerMarker, VP8_CLOCK_RATE};
 
 /// How long the publisher waits for ICE gathering and for the connection.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,8 +49,6 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest RTP payload (VP8 payload descriptor included) the publisher sends.
 pub const MAX_RTP_PAYLOAD: usize = 1200;
 
-/// RTP clock rate of VP8.
-const VIDEO_CLOCK_RATE: u64 = 90_000;
 
 /// A keyframe is this many times the size of a delta frame.
 const KEYFRAME_SIZE_FACTOR: usize = 3;
@@ -873,7 +871,7 @@ impl SyntheticVp8Layer {
     /// a delta frame.
     pub fn next_frame(&mut self, keyframe: bool, elapsed: Duration) -> Vec<rtc::rtp::Packet> {
         let frame = self.frame_bytes(keyframe);
-        let ticks = elapsed.as_micros() as u64 * VIDEO_CLOCK_RATE / 1_000_000;
+        let ticks = elapsed.as_micros() as u64 * u64::from(VP8_CLOCK_RATE) / 1_000_000;
         let timestamp = self.first_timestamp.wrapping_add(ticks as u32);
 
         let chunk_len = MAX_RTP_PAYLOAD - DESCRIPTOR_LEN;

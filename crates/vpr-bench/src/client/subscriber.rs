@@ -21,7 +21,8 @@ use super::capture_time::{self, extmap_id, DelayHistogram, ABS_CAPTURE_TIME_URI}
 use super::error::ClientError;
 use super::peer::{build_loopback_peer, create_complete_offer, PeerEvents};
 use super::signaling::{delete_session, post_offer};
-use super::vp8::{CompleteFrame, SequenceTracker, Vp8FrameAssembler};
+use super::vp8::{VP8_CLOCK_RATE, CompleteFrame, SequenceTracker, Vp8FrameAssembler};
+use vpr_sfu::quality::InterarrivalJitter;
 use crate::relay::{first_udp_candidate, rewrite_answer_candidates, Direction, Impairment, Relay, RelayHandle, RelayStats};
 
 /// How long the subscriber waits for ICE gathering.
@@ -39,9 +40,8 @@ pub struct VideoReceiveStats {
     pub payload_bytes: u64,
     /// Interarrival jitter of the frames of the last video track: the
     /// RFC 3550 (section 6.4.1) estimate over the first packet of each
-    /// frame, in 90 kHz RTP timestamp units. A sender that paces a frame's
-    /// packets apart does not inflate it.
-    pub jitter_ticks: u32,
+    /// frame. A sender that paces a frame's packets apart does not inflate it.
+    pub jitter: Duration,
     /// Complete VP8 frames reassembled.
     pub frames: u64,
     /// Of those, keyframes.
@@ -252,47 +252,10 @@ pub struct SubscriberStats {
 struct VideoReceiver {
     assembler: Vp8FrameAssembler,
     sequence: SequenceTracker,
-    jitter: JitterEstimator,
-}
-
-/// Interarrival jitter as RFC 3550 (section 6.4.1 and appendix A.8)
-/// computes it, in RTP timestamp units of a 90 kHz clock.
-#[derive(Default)]
-struct JitterEstimator {
-    /// Arrival of the first packet, the origin of arrival times.
-    origin: Option<Instant>,
-    /// Previous packet's arrival minus its RTP timestamp, in ticks.
-    last_transit: Option<i64>,
-    /// The estimate times 16.
-    scaled: u64,
-    /// RTP timestamp of the last packet recorded.
-    last_timestamp: Option<u32>,
-}
-
-impl JitterEstimator {
-    const CLOCK_RATE: f64 = 90_000.0;
-
-    /// Returns whether `rtp_timestamp` differs from the last recorded one.
-    fn is_new_frame(&self, rtp_timestamp: u32) -> bool {
-        self.last_timestamp != Some(rtp_timestamp)
-    }
-
-    fn record(&mut self, arrived_at: Instant, rtp_timestamp: u32) {
-        let origin = *self.origin.get_or_insert(arrived_at);
-        let arrival = (arrived_at.duration_since(origin).as_secs_f64() * Self::CLOCK_RATE) as i64;
-        self.last_timestamp = Some(rtp_timestamp);
-        let transit = arrival - i64::from(rtp_timestamp);
-        if let Some(last) = self.last_transit.replace(transit) {
-            // Truncating to 32 bits undoes a wrap of the RTP timestamp
-            // between the two packets.
-            let difference = u64::from(((transit - last) as i32).unsigned_abs());
-            self.scaled = self.scaled + difference - ((self.scaled + 8) >> 4);
-        }
-    }
-
-    fn ticks(&self) -> u32 {
-        (self.scaled >> 4) as u32
-    }
+    /// Frame jitter: the RFC 3550 estimate over each frame's first packet.
+    jitter: InterarrivalJitter,
+    /// RTP timestamp of the last frame the jitter estimate counted.
+    last_frame_timestamp: Option<u32>,
 }
 
 #[derive(Default)]
@@ -300,9 +263,9 @@ struct ReceiveState {
     stats: SubscriberStats,
 }
 
-/// Starts a relay toward the server that `answer_sdp` names, applies
-/// `impairment` to both directions, and returns it with the answer pointed
-/// at the relay.
+/// Starts a relay toward the server address in `answer_sdp`, applies
+/// `impairment` to both directions, and returns the relay with the SDP
+/// rewritten to point at it.
 async fn impaired_link(answer_sdp: &str, impairment: Impairment) -> Result<(RelayHandle, String), ClientError> {
     let server = first_udp_candidate(answer_sdp)
         .ok_or_else(|| ClientError::Link("the SDP answer has no UDP candidate".to_owned()))?;
@@ -519,8 +482,9 @@ async fn read_video(track: Arc<dyn TrackRemote>, state: Arc<Mutex<ReceiveState>>
             .and_then(|extension| capture_time::decode(&extension.payload))
             .and_then(|captured| SystemTime::now().duration_since(captured).ok());
 
-        if !(repeated || padding) && receiver.jitter.is_new_frame(header.timestamp) {
-            receiver.jitter.record(now, header.timestamp);
+        if !(repeated || padding) && receiver.last_frame_timestamp != Some(header.timestamp) {
+            receiver.last_frame_timestamp = Some(header.timestamp);
+            receiver.jitter.on_packet(now, header.timestamp, VP8_CLOCK_RATE);
         }
 
         let mut state = lock(&state);
@@ -529,7 +493,7 @@ async fn read_video(track: Arc<dyn TrackRemote>, state: Arc<Mutex<ReceiveState>>
         if !(repeated || padding) {
             video.payload_bytes += packet.payload.len() as u64;
         }
-        video.jitter_ticks = receiver.jitter.ticks();
+        video.jitter = receiver.jitter.jitter(VP8_CLOCK_RATE);
         if let (Some(delay), false) = (capture_delay, repeated) {
             video.capture_delay.record(delay);
         }
@@ -579,27 +543,6 @@ async fn read_audio(track: Arc<dyn TrackRemote>, state: Arc<Mutex<ReceiveState>>
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn jitter_estimate_follows_transit_changes() {
-        let start = Instant::now();
-        let mut steady = JitterEstimator::default();
-        // 30 frames per second, 3000 ticks apart, arriving on time and
-        // across a wrap of the RTP timestamp.
-        for frame in 0..100u32 {
-            let arrival = start + Duration::from_micros(u64::from(frame) * 33_333);
-            steady.record(arrival, (u32::MAX - 150_000).wrapping_add(frame * 3000));
-        }
-        assert!(steady.ticks() <= 1, "steady jitter {} ticks", steady.ticks());
-
-        let mut uneven = JitterEstimator::default();
-        for frame in 0..200u32 {
-            let late = if frame % 2 == 1 { 2_000 } else { 0 };
-            uneven.record(start + Duration::from_micros(u64::from(frame) * 33_333 + late), frame * 3000);
-        }
-        // Every transit differs by 2 ms (180 ticks) from the previous one.
-        assert!((170..=181).contains(&uneven.ticks()), "uneven jitter {} ticks", uneven.ticks());
-    }
 
     fn record(arrived_at: Instant, bytes: usize, layer: Option<u8>) -> FrameRecord {
         FrameRecord {

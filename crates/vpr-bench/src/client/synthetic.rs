@@ -30,12 +30,11 @@ use super::capture_time;
 use super::error::ClientError;
 use super::peer::{build_loopback_peer, create_complete_offer, vp8_codec, PeerEvents};
 use super::signaling::{delete_session, post_offer};
+use super::vp8::VP8_CLOCK_RATE;
 
 /// How long the publisher waits for ICE gathering and for the connection.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// RTP clock rate of VP8.
-const VP8_CLOCK_RATE: u64 = 90_000;
 
 /// VP8 payload descriptor byte of a frame's first packet: S bit, PID 0.
 const DESCRIPTOR_START: u8 = 0x10;
@@ -177,7 +176,7 @@ impl Vp8PacketSource {
         if ends_frame {
             self.packet_in_frame = 0;
             self.frame_index += 1;
-            let ticks = VP8_CLOCK_RATE * u64::from(packets_per_frame)
+            let ticks = u64::from(VP8_CLOCK_RATE) * u64::from(packets_per_frame)
                 / u64::from(self.config.packets_per_second);
             self.timestamp = self.timestamp.wrapping_add(ticks as u32);
         }

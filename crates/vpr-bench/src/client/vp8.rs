@@ -10,6 +10,9 @@
 //! Frames of the synthetic simulcast publisher carry a [`LayerMarker`] right
 //! after the VP8 frame header; the assembler reads it from the first packet.
 
+/// RTP clock rate of VP8 video (RFC 7741 section 4.1).
+pub(crate) const VP8_CLOCK_RATE: u32 = 90_000;
+
 /// A VP8 payload descriptor, parsed as far as reassembly needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Vp8Descriptor {

@@ -97,7 +97,7 @@ pub fn summarize(outcomes: &[SubscriberOutcome], frames_sent: u64) -> ReceiveSum
             bitrates_kbps.push(stats.video.payload_bytes as f64 * 8.0 / 1000.0 / connected_for.as_secs_f64());
         }
         if stats.video.packets > 0 {
-            jitter_ms.push(f64::from(stats.video.jitter_ticks) / 90.0);
+            jitter_ms.push(stats.video.jitter.as_secs_f64() * 1000.0);
         }
     }
 
@@ -170,7 +170,7 @@ mod tests {
         stats.video.frames = frames;
         stats.video.packets = frames * 2;
         stats.video.payload_bytes = frames * 1000;
-        stats.video.jitter_ticks = frames as u32;
+        stats.video.jitter = Duration::from_micros(frames * 10);
         stats.video.missing_packets = 1;
         stats.audio.packets = 100;
         stats.video.first_frame_at = first_frame_ms.map(|ms| start + Duration::from_millis(ms));
@@ -209,7 +209,8 @@ mod tests {
         // 290 000 and 150 000 bytes over 10 s: 232 and 120 kbit/s.
         assert_eq!(summary.video.kbps_per_subscriber, Some(176.0));
         let jitter = summary.jitter_ms.unwrap();
-        assert_eq!((jitter.p50, jitter.max), (150.0 / 90.0, 290.0 / 90.0));
+        assert!((jitter.p50 - 1.5).abs() < 1e-9, "{jitter:?}");
+        assert!((jitter.max - 2.9).abs() < 1e-9, "{jitter:?}");
         assert_eq!(summary.audio.packets_received, 200);
         assert_eq!(summary.audio.loss_ratio, Some(0.0));
         assert_eq!(summary.without_frames, 0);
