@@ -51,7 +51,7 @@ pub struct Received<'a> {
     pub from: SocketAddr,
     /// When the kernel queued it on the socket; `None` without timestamps.
     pub arrived: Option<SystemTime>,
-    /// Longer than [`DATAGRAM_CAPACITY`]: `data` holds only its start.
+    /// Longer than [`DATAGRAM_CAPACITY`]: `data` contains only its start.
     pub truncated: bool,
 }
 
@@ -90,6 +90,7 @@ impl RecvBatch {
         self.count = 0;
         self.iovecs.clear();
         self.headers.clear();
+
         for (buffer, (name, control)) in self
             .buffers
             .chunks_exact_mut(DATAGRAM_CAPACITY)
@@ -109,6 +110,7 @@ impl RecvBatch {
             header.msg_hdr.msg_iov = iovec;
             header.msg_hdr.msg_iovlen = 1;
         }
+
         // SAFETY: every header points at a buffer, name and control area
         // of the sizes it declares, all owned by `self` for the call.
         let received = unsafe {
@@ -227,8 +229,8 @@ impl SendQueue {
             self.headers.push(libc::mmsghdr { msg_hdr: header, msg_len: 0 });
         }
         // SAFETY: every header points at a name and one iovec owned by
-        // `self`, and each iovec at a queued datagram, all live for the call;
-        // the kernel only reads the datagrams.
+        // `self`, and each iovec at a queued datagram, all live for the call.
+        // The kernel only reads the datagrams.
         let sent = unsafe { libc::sendmmsg(fd, self.headers.as_mut_ptr(), self.headers.len() as _, libc::MSG_DONTWAIT) };
         if sent < 0 {
             Err(io::Error::last_os_error())
@@ -257,13 +259,13 @@ fn receive_timestamp(header: &libc::msghdr) -> Option<SystemTime> {
 fn socket_addr_from(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match storage.ss_family as libc::c_int {
         libc::AF_INET => {
-            // SAFETY: the family says the storage holds a sockaddr_in.
+            // SAFETY: the family AF_INET means the storage contains a sockaddr_in.
             let v4: &libc::sockaddr_in = unsafe { &*(storage as *const libc::sockaddr_storage).cast() };
             let ip = Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr));
             Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(v4.sin_port))))
         }
         libc::AF_INET6 => {
-            // SAFETY: the family says the storage holds a sockaddr_in6.
+            // SAFETY: the family AF_INET6 means the storage contains a sockaddr_in6.
             let v6: &libc::sockaddr_in6 = unsafe { &*(storage as *const libc::sockaddr_storage).cast() };
             let ip = Ipv6Addr::from(v6.sin6_addr.s6_addr);
             Some(SocketAddr::V6(SocketAddrV6::new(ip, u16::from_be(v6.sin6_port), v6.sin6_flowinfo, v6.sin6_scope_id)))
@@ -311,7 +313,7 @@ mod tests {
     }
 
     #[test]
-    fn receives_a_batch_with_senders_and_kernel_timestamps() {
+    fn recv_batch_reads_senders_and_timestamps() {
         let server = bound("127.0.0.1:0");
         enable_receive_timestamps(server.as_raw_fd()).unwrap();
         let a = bound("127.0.0.1:0");
@@ -340,19 +342,20 @@ mod tests {
         assert_eq!((got[2].0.as_slice(), got[2].1), (&b"third"[..], a.local_addr().unwrap()));
         for (_, _, arrived, _) in &got {
             let arrived = arrived.expect("kernel timestamp");
-            assert!(arrived >= before - Duration::from_millis(1) && arrived <= SystemTime::now());
+            assert!(arrived >= before - Duration::from_millis(1), "{arrived:?} before the first send");
+            assert!(arrived <= SystemTime::now(), "{arrived:?} in the future");
         }
     }
 
     #[test]
-    fn empty_socket_would_block() {
+    fn recv_batch_on_empty_socket_would_block() {
         let server = bound("127.0.0.1:0");
         let err = RecvBatch::default().recv(server.as_raw_fd()).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
     }
 
     #[test]
-    fn sends_a_queue_to_several_addresses_including_ipv6() {
+    fn send_queue_reaches_ipv4_and_ipv6() {
         let server = bound("127.0.0.1:0");
         let v4 = bound("127.0.0.1:0");
         // More than one send call's worth, within the receiver's buffer.
@@ -379,7 +382,7 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_datagram_is_dropped_and_the_rest_are_sent() {
+    fn send_queue_drops_rejected_datagram() {
         let server = bound("127.0.0.1:0");
         let peer = bound("127.0.0.1:0");
         let mut queue = SendQueue::default();
