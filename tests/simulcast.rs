@@ -10,8 +10,8 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use common::frames::{longest_gap, received_kbps, settled_on};
-use common::{admit, create_room, ServerOptions, TestServer};
-use vpr_bench::client::simulcast::{LayerSpec, SimulcastOptions, SimulcastPublisher};
+use common::{admit, create_room, publish_simulcast, ServerOptions, TestServer};
+use vpr_bench::client::simulcast::{LayerSpec, SimulcastOptions, SsrcLines};
 use vpr_bench::relay::{Direction, Impairment, Relay, RelayedSubscriber};
 use vpr_control::pb::Role;
 
@@ -52,7 +52,21 @@ fn logged_estimate_kbps(server: &TestServer, participant_id: &str) -> Option<f64
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulcast_layers_follow_capped_link() {
-    simulcast_call("INC-simulcast-cap", LayerSpec::default_set(), Phases::WithCap).await;
+    simulcast_call("INC-simulcast-cap", SimulcastOptions::default(), Phases::WithCap).await;
+}
+
+/// An offer that declares each layer's SSRC in an `a=ssrc` line beside its
+/// `a=rid` line, with the SSRC lines in the reverse order of the RIDs: the
+/// server maps layers by the RID each stream carries, so the subscriber
+/// still gets the lowest layer behind the cap and the session record names
+/// the top layer `f` when its frames arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declared_layer_ssrcs_map_by_rid() {
+    let options = SimulcastOptions {
+        ssrc_lines: SsrcLines::Reversed,
+        ..SimulcastOptions::default()
+    };
+    simulcast_call("INC-simulcast-declared", options, Phases::WithCap).await;
 }
 
 /// The top layer of this set needs an estimate above 2.5 Mbit/s, so
@@ -65,7 +79,7 @@ async fn estimate_ramps_to_top_layer() {
         LayerSpec::new("h", 600_000, 30),
         LayerSpec::new("f", 2_500_000, 30),
     ];
-    simulcast_call("INC-simulcast-ramp", layers, Phases::RampOnly).await;
+    simulcast_call("INC-simulcast-ramp", SimulcastOptions::new(layers), Phases::RampOnly).await;
 }
 
 /// What a simulcast call goes through.
@@ -77,7 +91,7 @@ enum Phases {
     RampOnly,
 }
 
-async fn simulcast_call(incident: &str, layers: Vec<LayerSpec>, phases: Phases) {
+async fn simulcast_call(incident: &str, options: SimulcastOptions, phases: Phases) {
     let server = TestServer::start_with(ServerOptions {
         log_filter: Some("info,vpr_sfu::worker=debug,rtc=warn,webrtc=warn".to_owned()),
         ..ServerOptions::default()
@@ -88,14 +102,24 @@ async fn simulcast_call(incident: &str, layers: Vec<LayerSpec>, phases: Phases) 
     let resident = admit(&mut grpc, &room.room_id, "resident-simulcast", Role::Resident).await;
     let officer = admit(&mut grpc, &room.room_id, "officer-simulcast", Role::Officer).await;
 
-    let options = SimulcastOptions::new(layers);
-    let publisher = SimulcastPublisher::start_with(&resident.whip_url, &resident.join_token, options)
-        .await
-        .unwrap_or_else(|error| panic!("simulcast publish failed: {error}\n{}", server.log_tail(40)));
-    publisher
-        .wait_connected(CONNECT_TIMEOUT)
-        .await
-        .unwrap_or_else(|error| panic!("publisher: {error}\n{}", server.log_tail(40)));
+    let ssrc_lines = options.ssrc_lines;
+    let publisher = publish_simulcast(&server, &resident, options).await;
+    if ssrc_lines == SsrcLines::Reversed {
+        let offer = publisher.offer_sdp();
+        let line_at = |ssrc: u32| {
+            offer
+                .find(&format!("a=ssrc:{ssrc} "))
+                .unwrap_or_else(|| panic!("the offer has no a=ssrc line for {ssrc}:\n{offer}"))
+        };
+        let layers = publisher.layer_ssrcs();
+        let (lowest, top) = (&layers[0], &layers[layers.len() - 1]);
+        assert!(
+            line_at(top.1) < line_at(lowest.1),
+            "the offer declares {} before {}:\n{offer}",
+            lowest.0,
+            top.0
+        );
+    }
 
     let (relay, relay_addr) = Relay::start_seeded(server.media_addr(), 77).await.expect("starting the relay failed");
     let subscriber = RelayedSubscriber::start(&officer.whep_url, &officer.join_token, relay_addr)
@@ -309,17 +333,7 @@ async fn held_layer_keeps_keyframe_requests_rare() {
     let room = create_room(&mut grpc, "INC-simulcast-quiet").await;
     let resident = admit(&mut grpc, &room.room_id, "resident-simulcast-quiet", Role::Resident).await;
     let officer = admit(&mut grpc, &room.room_id, "officer-simulcast-quiet", Role::Officer).await;
-    let publisher = SimulcastPublisher::start_with(
-        &resident.whip_url,
-        &resident.join_token,
-        SimulcastOptions::new(LayerSpec::default_set()),
-    )
-    .await
-    .unwrap_or_else(|error| panic!("simulcast publish failed: {error}\n{}", server.log_tail(40)));
-    publisher
-        .wait_connected(CONNECT_TIMEOUT)
-        .await
-        .unwrap_or_else(|error| panic!("publisher: {error}\n{}", server.log_tail(40)));
+    let publisher = publish_simulcast(&server, &resident, SimulcastOptions::default()).await;
 
     // The cap is on before the subscriber connects, so the call is held
     // from its first second.

@@ -527,3 +527,23 @@ pub async fn start_live_call(client: &mut RoomClient, incident_id: &str) -> Live
 
     LiveCall { room, resident, officer, publisher, subscriber }
 }
+
+/// Starts `resident`'s simulcast WHIP publisher with `options` and waits
+/// until it is connected. A failure panics with the server's log tail.
+pub async fn publish_simulcast(
+    server: &TestServer,
+    resident: &AdmitParticipantResponse,
+    options: vpr_bench::client::simulcast::SimulcastOptions,
+) -> vpr_bench::client::simulcast::SimulcastPublisher {
+    use vpr_bench::client::simulcast::SimulcastPublisher;
+    const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+    let publisher = SimulcastPublisher::start_with(&resident.whip_url, &resident.join_token, options)
+        .await
+        .unwrap_or_else(|error| panic!("simulcast publish failed: {error}\n{}", server.log_tail(40)));
+    publisher
+        .wait_connected(CONNECT_TIMEOUT)
+        .await
+        .unwrap_or_else(|error| panic!("simulcast publisher did not connect: {error}\n{}", server.log_tail(40)));
+    publisher
+}

@@ -14,7 +14,7 @@ use axum::Router;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use tokio::sync::mpsc;
-use vpr_bench::client::simulcast::{LayerSpec, SimulcastOptions, SimulcastPublisher};
+use vpr_bench::client::simulcast::{LayerSpec, SimulcastOptions, SimulcastPublisher, SsrcLines};
 use vpr_bench::client::vp8::Vp8FrameAssembler;
 use vpr_bench::client::{build_loopback_peer, poll_until, FrameLog, FrameRecord, PeerEvents};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
@@ -299,7 +299,7 @@ async fn three_layers_at_their_bitrates() {
 async fn declared_layer_ssrcs_offer() {
     let (url, endpoint, _stop) = start_endpoint().await;
     let options = SimulcastOptions {
-        declare_layer_ssrcs: true,
+        ssrc_lines: SsrcLines::InRidOrder,
         audio: false,
         ..SimulcastOptions::default()
     };

@@ -14,6 +14,7 @@ mod signaling;
 pub mod simulcast;
 mod subscriber;
 pub mod synthetic;
+pub mod unbound_probe;
 pub mod vp8;
 
 pub use error::ClientError;

@@ -41,6 +41,7 @@ use super::peer::{
     create_complete_offer, opus_codec, vp8_codec, vp8_opus_media_engine, PeerEvents,
 };
 use super::signaling::{delete_session, post_offer};
+use super::unbound_probe::{ProbeLog, ProbeReport, UnboundProbes, UNBOUND_PROBE_SLOT};
 use super::vp8::{LayerMarker, VP8_CLOCK_RATE};
 
 /// How long the publisher waits for ICE gathering and for the connection.
@@ -198,10 +199,28 @@ pub struct SimulcastOptions {
     pub keyframe_interval: Duration,
     /// Also send an Opus track of silence, as a resident's phone would.
     pub audio: bool,
-    /// Write `a=ssrc` lines for the layers' SSRCs into the offer, as Firefox
-    /// does. Without them (the default) the offer has Chrome's shape: the
-    /// receiver learns each layer's SSRC from the rtp-stream-id extension.
-    pub declare_layer_ssrcs: bool,
+    /// Whether and in which order the offer declares the layers' SSRCs.
+    pub ssrc_lines: SsrcLines,
+    /// Send padding probes on SSRC 0 and on an undeclared SSRC beside the
+    /// media, and tally what the server's transport-wide feedback says of
+    /// them ([`SimulcastStats::probes`]).
+    pub unbound_probes: bool,
+}
+
+/// The `a=ssrc` lines a simulcast offer carries for its layers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SsrcLines {
+    /// No `a=ssrc` lines, as Chrome offers: the receiver learns each
+    /// layer's SSRC from the rtp-stream-id extension.
+    #[default]
+    None,
+    /// One `a=ssrc` line per layer, in the order of the `a=rid` lines, as
+    /// Firefox offers.
+    InRidOrder,
+    /// One `a=ssrc` line per layer, in the reverse order of the `a=rid`
+    /// lines, so a receiver that pairs RIDs and SSRCs by position pairs
+    /// them wrongly.
+    Reversed,
 }
 
 impl SimulcastOptions {
@@ -212,7 +231,8 @@ impl SimulcastOptions {
             layers,
             keyframe_interval: Duration::from_secs(3),
             audio: true,
-            declare_layer_ssrcs: false,
+            ssrc_lines: SsrcLines::None,
+            unbound_probes: false,
         }
     }
 }
@@ -254,6 +274,9 @@ pub struct SimulcastStats {
     pub audio_packets_sent: u64,
     /// First error of a media task, if one stopped early.
     pub media_error: Option<String>,
+    /// Transport-wide feedback about media and probes, with
+    /// [`SimulcastOptions::unbound_probes`].
+    pub probes: Option<ProbeReport>,
 }
 
 #[derive(Debug, Default)]
@@ -274,6 +297,7 @@ struct Shared {
     layers: Vec<LayerCounters>,
     audio_packets_sent: AtomicU64,
     media_error: Mutex<Option<String>>,
+    probe_log: Option<Arc<Mutex<ProbeLog>>>,
 }
 
 impl Shared {
@@ -314,6 +338,9 @@ impl Shared {
                 .lock()
                 .unwrap_or_else(|poison| poison.into_inner())
                 .clone(),
+            probes: self.probe_log.as_ref().map(|log| {
+                log.lock().unwrap_or_else(|poison| poison.into_inner()).report()
+            }),
         }
     }
 }
@@ -359,7 +386,13 @@ impl SimulcastPublisher {
         })?;
 
         let events = PeerEvents::new();
-        let peer = build_simulcast_peer(events.clone(), options.declare_layer_ssrcs).await?;
+        let (probes, probe_log) = if options.unbound_probes {
+            let (probes, log) = UnboundProbes::new();
+            (Some(probes), Some(log))
+        } else {
+            (None, None)
+        };
+        let peer = build_simulcast_peer(events.clone(), options.ssrc_lines != SsrcLines::None, probes).await?;
 
         let audio = if options.audio {
             let ssrc = rand::random();
@@ -380,7 +413,10 @@ impl SimulcastPublisher {
             .collect();
         let video = add_sendonly_track(&peer, RtpCodecKind::Video, codings).await?;
 
-        let offer_sdp = create_complete_offer(&peer, &events, SETUP_TIMEOUT).await?;
+        let mut offer_sdp = create_complete_offer(&peer, &events, SETUP_TIMEOUT).await?;
+        if options.ssrc_lines == SsrcLines::Reversed {
+            offer_sdp = reverse_ssrc_lines(&offer_sdp);
+        }
         let http = reqwest::Client::new();
         let session = post_offer(&http, whip_url, token, offer_sdp.clone()).await?;
         peer.set_remote_description(RTCSessionDescription::answer(session.answer_sdp)?)
@@ -405,6 +441,7 @@ impl SimulcastPublisher {
                 .collect(),
             audio_packets_sent: AtomicU64::new(0),
             media_error: Mutex::new(None),
+            probe_log,
         });
         let mut tasks = vec![tokio::spawn(run_video(
             peer.clone(),
@@ -494,13 +531,17 @@ impl Drop for SimulcastPublisher {
 async fn build_simulcast_peer(
     events: Arc<PeerEvents>,
     declare_layer_ssrcs: bool,
+    probes: Option<UnboundProbes>,
 ) -> Result<Arc<dyn PeerConnection>, ClientError> {
     let mut media_engine = vp8_opus_media_engine()?;
     // The defaults also register the mid and rtp-stream-id extensions.
-    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?.with(
+    let mut registry = register_default_interceptors(Registry::new(), &mut media_engine)?.with(
         Slot::from(KEYFRAME_REQUEST_SLOT),
         KeyframeRequestForwarder::default(),
     );
+    if let Some(probes) = probes {
+        registry = registry.with(Slot::from(UNBOUND_PROBE_SLOT), probes);
+    }
 
     let peer = PeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
@@ -512,6 +553,51 @@ async fn build_simulcast_peer(
         .build()
         .await?;
     Ok(Arc::new(peer))
+}
+
+/// Reverses the order of the `a=ssrc` line groups (one group per SSRC)
+/// within each m-section; every other line keeps its place.
+fn reverse_ssrc_lines(sdp: &str) -> String {
+    let mut sections: Vec<Vec<&str>> = vec![Vec::new()];
+    for line in sdp.split("\r\n").filter(|line| !line.is_empty()) {
+        if line.starts_with("m=") {
+            sections.push(Vec::new());
+        }
+        sections.last_mut().expect("one section at least").push(line);
+    }
+    let mut out = String::with_capacity(sdp.len());
+    for section in sections {
+        for line in reverse_ssrc_groups(&section) {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    out
+}
+
+/// One m-section's lines with its `a=ssrc` groups in reverse order, placed
+/// where the first `a=ssrc` line was.
+fn reverse_ssrc_groups<'a>(section: &[&'a str]) -> Vec<&'a str> {
+    let ssrc_of = |line: &str| line.strip_prefix("a=ssrc:").and_then(|rest| rest.split(' ').next().map(str::to_owned));
+    let mut groups: Vec<(String, Vec<&'a str>)> = Vec::new();
+    let mut others = Vec::with_capacity(section.len());
+    let mut first_at = None;
+    for &line in section {
+        let Some(ssrc) = ssrc_of(line) else {
+            others.push(line);
+            continue;
+        };
+        first_at.get_or_insert(others.len());
+        match groups.iter_mut().find(|(known, _)| *known == ssrc) {
+            Some((_, lines)) => lines.push(line),
+            None => groups.push((ssrc, vec![line])),
+        }
+    }
+    if let Some(at) = first_at {
+        let reversed: Vec<&str> = groups.into_iter().rev().flat_map(|(_, lines)| lines).collect();
+        others.splice(at..at, reversed);
+    }
+    others
 }
 
 /// [`super::loopback_setting_engine`] with the choice of `a=ssrc` lines for
@@ -998,4 +1084,24 @@ impl Interceptor for KeyframeRequestForwarder {
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reverse_ssrc_lines;
+
+    #[test]
+    fn reverse_ssrc_lines_swaps_groups_within_each_section() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=ssrc:7 cname:a\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rid:q send\r\na=rid:f send\r\n\
+                   a=ssrc:1 cname:a\r\na=ssrc:1 msid:s t\r\na=ssrc:2 cname:a\r\na=ssrc:2 msid:s t\r\n\
+                   a=simulcast:send q;f\r\n";
+        assert_eq!(
+            reverse_ssrc_lines(sdp),
+            "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=ssrc:7 cname:a\r\n\
+             m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rid:q send\r\na=rid:f send\r\n\
+             a=ssrc:2 cname:a\r\na=ssrc:2 msid:s t\r\na=ssrc:1 cname:a\r\na=ssrc:1 msid:s t\r\n\
+             a=simulcast:send q;f\r\n"
+        );
+    }
 }
