@@ -19,8 +19,9 @@ pub mod vp8;
 
 pub use error::ClientError;
 pub use peer::{
-    build_loopback_peer, create_complete_offer, loopback_setting_engine, opus_codec, vp8_codec,
-    vp8_opus_media_engine, PeerEvents, OPUS_PAYLOAD_TYPE, VP8_PAYLOAD_TYPE,
+    build_loopback_peer, create_complete_offer, loopback_setting_engine, opus_codec,
+    register_client_interceptors, vp8_codec, vp8_opus_media_engine, PeerEvents, NACK_INTERVAL,
+    OPUS_PAYLOAD_TYPE, VP8_PAYLOAD_TYPE,
 };
 pub use publisher::{
     prepare_publish_offer, PublishOffer, PublisherMedia, PublisherStats, WhipPublisher,

@@ -32,13 +32,14 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::Track;
 use webrtc::peer_connection::{
-    register_default_interceptors, PeerConnection, PeerConnectionBuilder, RTCConfigurationBuilder,
-    RTCSessionDescription, Registry, SettingEngine, SettingEngineBuilder,
+    PeerConnection, PeerConnectionBuilder, RTCConfigurationBuilder, RTCSessionDescription,
+    SettingEngine, SettingEngineBuilder,
 };
 
 use super::error::ClientError;
 use super::peer::{
-    create_complete_offer, opus_codec, vp8_codec, vp8_opus_media_engine, PeerEvents,
+    create_complete_offer, opus_codec, register_client_interceptors, vp8_codec,
+    vp8_opus_media_engine, PeerEvents,
 };
 use super::signaling::{delete_session, post_offer};
 use super::unbound_probe::{ProbeLog, ProbeReport, UnboundProbes, UNBOUND_PROBE_SLOT};
@@ -535,7 +536,7 @@ async fn build_simulcast_peer(
 ) -> Result<Arc<dyn PeerConnection>, ClientError> {
     let mut media_engine = vp8_opus_media_engine()?;
     // The defaults also register the mid and rtp-stream-id extensions.
-    let mut registry = register_default_interceptors(Registry::new(), &mut media_engine)?.with(
+    let mut registry = register_client_interceptors(&mut media_engine)?.with(
         Slot::from(KEYFRAME_REQUEST_SLOT),
         KeyframeRequestForwarder::default(),
     );

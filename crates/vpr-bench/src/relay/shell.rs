@@ -40,8 +40,9 @@ pub enum RelayError {
 struct Shared {
     schedulers: [Scheduler; 2],
     stats: RelayStats,
-    /// RTP packets each direction's loss draw dropped, oldest first.
-    lost_rtp: [Vec<RtpPacketId>; 2],
+    /// RTP packets each direction's loss draw dropped, with the time of the
+    /// drop, oldest first.
+    lost_rtp: [Vec<(RtpPacketId, Instant)>; 2],
     /// The same packets, for lookup.
     lost_ids: [HashSet<RtpPacketId>; 2],
     /// Of those, the ones a later datagram with the same id carried on.
@@ -204,6 +205,12 @@ impl RelayHandle {
     /// first (SRTP leaves the header readable). Outages and a full rate-cap
     /// queue are not listed.
     pub fn lost_rtp(&self, direction: Direction) -> Vec<RtpPacketId> {
+        lock(&self.shared).lost_rtp[direction.index()].iter().map(|(id, _)| *id).collect()
+    }
+
+    /// The packets of [`Self::lost_rtp`], each with the time the relay
+    /// dropped it.
+    pub fn lost_rtp_times(&self, direction: Direction) -> Vec<(RtpPacketId, Instant)> {
         lock(&self.shared).lost_rtp[direction.index()].clone()
     }
 
@@ -247,7 +254,8 @@ fn schedule(
 ) {
     let verdict = {
         let mut shared = lock(shared);
-        let verdict = shared.schedulers[direction.index()].schedule(Instant::now(), datagram.len());
+        let now = Instant::now();
+        let verdict = shared.schedulers[direction.index()].schedule(now, datagram.len());
         let index = direction.index();
         match verdict {
             Verdict::Drop(reason) => {
@@ -255,7 +263,7 @@ fn schedule(
                 let id = RtpPacketId::parse(datagram);
                 if let (DropReason::Loss, Some(id)) = (reason, id) {
                     if shared.lost_rtp[index].len() < MAX_LOST_RTP && shared.lost_ids[index].insert(id) {
-                        shared.lost_rtp[index].push(id);
+                        shared.lost_rtp[index].push((id, now));
                     }
                 }
             }
