@@ -19,12 +19,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use chromium::rerun::{assert_only_loopback, run_in_namespace};
-use chromium::test_page::{open_test_page, wait_until_sending};
-use common::{admit, create_room, ServerOptions, TestServer};
+use chromium::test_page::{chromium_simulcast_room, ChromiumSimulcastRoom};
 use serde::Deserialize;
-use serde_json::Value;
 use vpr_bench::relay::{Direction, Impairment, Relay};
-use vpr_control::pb::Role;
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(70);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -86,25 +83,8 @@ fn gstreamer_subscriber_without_transport_cc() {
 
 async fn gstreamer_inside() {
     assert_only_loopback();
-    let server = TestServer::start_with(ServerOptions {
-        log_filter: Some("info,vpr_sfu::worker=debug,rtc=warn,webrtc=warn".to_owned()),
-        ..ServerOptions::default()
-    })
-    .await;
-    let mut grpc = server.grpc_client().await;
-    let room = create_room(&mut grpc, "INC-gstreamer").await;
-    let resident = admit(&mut grpc, &room.room_id, "resident-gstreamer", Role::Resident).await;
-    let officer = admit(&mut grpc, &room.room_id, "officer-gstreamer", Role::Officer).await;
-    let (_page, _temp, _driver, browser) = open_test_page().await;
-    let args = [resident.whip_url.as_str().into(), resident.join_token.as_str().into(), Value::Null];
-    let negotiation = browser
-        .call("publishSimulcast", &args)
-        .await
-        .unwrap_or_else(|error| panic!("{error}\n{}", server.log_tail(40)));
-    assert_eq!(negotiation["status"], 201, "WHIP status: {negotiation}");
-    if let Err(stats) = wait_until_sending(&browser, &["q", "h", "f"], CONNECT_TIMEOUT).await {
-        panic!("Chromium did not publish three encodings: {stats}");
-    }
+    let ChromiumSimulcastRoom { server, officer, browser, page: _page, driver: _driver, temp: _temp, .. } =
+        chromium_simulcast_room("INC-gstreamer", CONNECT_TIMEOUT).await;
     // Chromium's encoders ramp up after connecting.
     tokio::time::sleep(Duration::from_secs(2)).await;
 

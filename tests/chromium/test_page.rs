@@ -46,3 +46,49 @@ pub async fn wait_until_sending(browser: &Session, rids: &[&str], timeout: Durat
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A room where headless Chromium publishes its camera as three simulcast
+/// encodings over WHIP, with an officer admitted to receive it. The page
+/// server, temp dir and driver must stay bound (not matched with `..`,
+/// which drops them) while the browser is in use.
+// Not every test binary that includes this module publishes simulcast.
+#[allow(dead_code)]
+pub struct ChromiumSimulcastRoom {
+    pub server: crate::common::TestServer,
+    pub room: vpr_control::pb::Room,
+    pub officer: vpr_control::pb::AdmitParticipantResponse,
+    pub page: PageServer,
+    pub temp: tempfile::TempDir,
+    pub driver: ChromeDriver,
+    pub browser: Session,
+}
+
+/// Starts a server that logs its bandwidth estimates, opens a room for
+/// `incident`, admits a resident and an officer, and has Chromium publish
+/// the resident's camera as three encodings until each one sends.
+#[allow(dead_code)]
+pub async fn chromium_simulcast_room(incident: &str, connect_timeout: Duration) -> ChromiumSimulcastRoom {
+    use crate::common::{admit, create_room, ServerOptions, TestServer};
+    use vpr_control::pb::Role;
+
+    let server = TestServer::start_with(ServerOptions {
+        log_filter: Some("info,vpr_sfu::worker=debug,rtc=warn,webrtc=warn".to_owned()),
+        ..ServerOptions::default()
+    })
+    .await;
+    let mut grpc = server.grpc_client().await;
+    let room = create_room(&mut grpc, incident).await;
+    let resident = admit(&mut grpc, &room.room_id, &format!("resident-{incident}"), Role::Resident).await;
+    let officer = admit(&mut grpc, &room.room_id, &format!("officer-{incident}"), Role::Officer).await;
+    let (page, temp, driver, browser) = open_test_page().await;
+    let args = [resident.whip_url.as_str().into(), resident.join_token.as_str().into(), serde_json::Value::Null];
+    let negotiation = browser
+        .call("publishSimulcast", &args)
+        .await
+        .unwrap_or_else(|error| panic!("{error}\n{}", server.log_tail(40)));
+    assert_eq!(negotiation["status"], 201, "WHIP status: {negotiation}");
+    if let Err(stats) = wait_until_sending(&browser, &["q", "h", "f"], connect_timeout).await {
+        panic!("Chromium did not publish three encodings: {stats}");
+    }
+    ChromiumSimulcastRoom { server, room, officer, page, temp, driver, browser }
+}

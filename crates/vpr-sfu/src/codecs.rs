@@ -8,13 +8,14 @@
 //! alone and answers with the offered fmtp line, so an offer at any level
 //! keeps H264 and the answer never names a higher level than the offer.
 
-use rtc::interceptor::{Attribute, Packet, Registry, Slot, TaggedPacket};
+use rtc::interceptor::{Registry, Slot};
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 
 use crate::bwe::{register_send_side_bwe, ReportQueue};
 use crate::nack_filter::{NackFilter, NackFilterHandle};
-use crate::packet_hook::{PacketEdit, PacketHook};
+use crate::packet_hook::PacketHook;
 use crate::repair::{RepairParams, RestoredCount, RidStreams};
+use crate::rtcp_route::DeliverRtcp;
 use rtc::peer_connection::configuration::media_engine::{
     MediaEngine, MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9,
 };
@@ -119,9 +120,10 @@ pub fn media_setup(repair: RepairParams, renegotiated: bool) -> Result<MediaSetu
         )?;
     }
 
-    // Keyframe requests from subscribers must reach the forwarder, so mark
-    // inbound RTCP for delivery before the default chain consumes it.
-    let registry = Registry::new().with(Slot::from(14_000), PacketHook::new(DeliverRtcp));
+    // Keyframe requests, REMB and reports from subscribers must reach the
+    // forwarder, so mark inbound RTCP for delivery before the default chain
+    // consumes it, with a first SSRC the library routes.
+    let registry = Registry::new().with(Slot::from(14_000), PacketHook::new(DeliverRtcp::default()));
     // Between the pacer (3 000) and the NACK responder (4 000), so the filter
     // receives subscribers' NACKs before the responder does.
     let nack_filter = NackFilterHandle::default();
@@ -133,18 +135,4 @@ pub fn media_setup(repair: RepairParams, renegotiated: bool) -> Result<MediaSetu
     let registry = register_default_interceptors(registry, &mut engine)?;
     let (registry, reports) = register_send_side_bwe(registry, &mut engine)?;
     Ok(MediaSetup { engine, registry, reports, nack_filter, restored })
-}
-
-/// Edit that marks every inbound RTCP packet for delivery to the
-/// application; the interceptors after it still act on the packet.
-#[derive(Default)]
-struct DeliverRtcp;
-
-impl PacketEdit for DeliverRtcp {
-    fn inbound(&mut self, packet: &mut TaggedPacket) -> bool {
-        if matches!(packet.message.packet, Packet::Rtcp(_)) {
-            packet.message.add(Attribute::DeliverToApplication);
-        }
-        true
-    }
 }

@@ -22,6 +22,7 @@ pub mod offer;
 pub mod packet_hook;
 pub mod quality;
 pub mod repair;
+pub mod rtcp_route;
 pub mod rtt;
 pub mod seq_window;
 pub mod simulcast;

@@ -20,6 +20,15 @@ pub trait PacketEdit: Send + Sync {
     /// wire writes it.
     fn outbound(&mut self, _packet: &mut TaggedPacket) {}
 
+    /// Learns a local stream the peer connection bound.
+    fn local_stream_bound(&mut self, _info: &StreamInfo) {}
+
+    /// Forgets a local stream the peer connection unbound.
+    fn local_stream_unbound(&mut self, _info: &StreamInfo) {}
+
+    /// Learns a remote stream the peer connection bound.
+    fn remote_stream_bound(&mut self, _info: &StreamInfo) {}
+
     /// Forgets a remote stream the peer connection unbound.
     fn remote_stream_unbound(&mut self, _info: &StreamInfo) {}
 }
@@ -76,9 +85,15 @@ impl<E: PacketEdit> Protocol<TaggedPacket, TaggedPacket, ()> for PacketHook<E> {
 }
 
 impl<E: PacketEdit> Interceptor for PacketHook<E> {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_local_stream(&mut self, info: &StreamInfo) {
+        self.edit.local_stream_bound(info);
+    }
+    fn unbind_local_stream(&mut self, info: &StreamInfo) {
+        self.edit.local_stream_unbound(info);
+    }
+    fn bind_remote_stream(&mut self, info: &StreamInfo) {
+        self.edit.remote_stream_bound(info);
+    }
     fn unbind_remote_stream(&mut self, info: &StreamInfo) {
         self.edit.remote_stream_unbound(info);
     }

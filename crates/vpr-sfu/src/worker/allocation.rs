@@ -84,8 +84,12 @@ impl Worker {
             .iter()
             .zip(&chosen)
             .any(|(demand, layer)| *layer != demand.layers.last().map(|&(index, _)| index));
+        // Only transport-wide feedback measures a probe. Toward a peer
+        // without it (REMB or receiver reports), probe padding would only
+        // load the link.
+        let measurable = peer.negotiated_transport_cc();
         if let Some(bandwidth) = peer.bandwidth.as_mut() {
-            bandwidth.set_constrained(constrained);
+            bandwidth.set_constrained(constrained && measurable);
         }
         let mut requests = Vec::new();
         for (((index, publication_key), layer), demand) in targets.into_iter().zip(chosen).zip(&demands) {

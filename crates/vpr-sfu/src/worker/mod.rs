@@ -634,6 +634,7 @@ impl Worker {
                         acked_bps = snapshot.acked_bps.unwrap_or(0.0) as u64,
                         delay_based_bps = snapshot.delay_based_bps as u64,
                         loss_based_bps = snapshot.loss_based_bps as u64,
+                        remb_bps = snapshot.remb_bps.unwrap_or(0.0) as u64,
                         loss = snapshot.loss.unwrap_or(0.0), usage = ?snapshot.usage,
                         last_probe = ?snapshot.last_probe,
                         twcc_active = snapshot.twcc_active, probing = snapshot.probe_active,
@@ -783,16 +784,21 @@ impl Peer {
     /// the send-side estimate when the peer negotiated transport-wide
     /// feedback or sends REMB, unlimited otherwise.
     fn estimate_bps(&self, _now: Instant) -> f64 {
-        let reports_feedback = self
-            .slots
-            .iter()
-            .any(|slot| slot.leg.extensions.iter().any(|e| e.uri == crate::downtrack::TRANSPORT_CC_URI));
         match &self.bandwidth {
-            Some(bandwidth) if reports_feedback || bandwidth.remb_seen() || bandwidth.report_only() => {
+            Some(bandwidth) if self.negotiated_transport_cc() || bandwidth.remb_seen() || bandwidth.report_only() => {
                 bandwidth.estimate_bps()
             }
             _ => f64::INFINITY,
         }
+    }
+
+    /// Returns true when some down-track negotiated the transport-wide
+    /// sequence number, so the peer can report on every packet, probes
+    /// included.
+    fn negotiated_transport_cc(&self) -> bool {
+        self.slots
+            .iter()
+            .any(|slot| slot.leg.extensions.iter().any(|e| e.uri == crate::downtrack::TRANSPORT_CC_URI))
     }
 }
 
