@@ -127,7 +127,9 @@ pub fn parse_status_kib(status: &str, name: &str) -> Option<u64> {
     })
 }
 
-fn clock_ticks_per_second() -> f64 {
+/// Returns the kernel's clock ticks per second, the unit of the CPU times
+/// in `/proc`.
+pub fn clock_ticks_per_second() -> f64 {
     // SAFETY: sysconf only reads a configuration value.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if ticks > 0 {

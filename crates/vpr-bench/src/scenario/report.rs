@@ -347,17 +347,26 @@ impl Report {
         row(
             "steady window",
             match &self.steady {
-                Some(steady) => format!(
-                    "{:.1} s from {:.1} s: {:.0} packets/s received, server CPU {:.2} µs/packet \
-                     (user {:.2}, system {:.2}), {} µs per forwarded packet of the server's count",
-                    steady.seconds,
-                    steady.start_s,
-                    steady.packets_per_s,
-                    steady.cpu_us_per_packet,
-                    steady.user_us_per_packet,
-                    1e6 * steady.server_system_s / steady.packets_received as f64,
-                    optional(steady.cpu_us_per_forwarded_packet, 2)
-                ),
+                Some(steady) => {
+                    // /proc counts CPU time in clock ticks (10 ms at 100 Hz),
+                    // so a short or quiet window holds few of them.
+                    let ticks = ((steady.server_user_s + steady.server_system_s)
+                        * super::process::clock_ticks_per_second())
+                    .round();
+                    format!(
+                        "{:.1} s from {:.1} s: {:.0} packets/s received by subscribers; server CPU {:.1} µs \
+                         per received packet (user {:.1}, system {:.1}; {ticks:.0} clock ticks, each {:.0} %), \
+                         {} µs per packet the server forwarded",
+                        steady.seconds,
+                        steady.start_s,
+                        steady.packets_per_s,
+                        steady.cpu_us_per_packet,
+                        steady.user_us_per_packet,
+                        1e6 * steady.server_system_s / steady.packets_received as f64,
+                        100.0 / ticks.max(1.0),
+                        optional(steady.cpu_us_per_forwarded_packet, 1)
+                    )
+                }
                 None => "not measured".to_owned(),
             },
         );
