@@ -102,6 +102,9 @@ impl Ports {
     }
 }
 
+/// An edit of the server's configuration table before it starts.
+pub type ConfigEdit = Box<dyn Fn(&mut toml::Table) + Send + Sync>;
+
 /// How to run the server.
 pub struct ServerOptions {
     /// Words put before the server command, e.g. `["ip", "netns", "exec", "vpr0"]`.
@@ -109,7 +112,7 @@ pub struct ServerOptions {
     /// Address the listeners bind and clients connect to.
     pub listen_ip: IpAddr,
     /// Edits applied to the generated config before it is written.
-    pub configure: Option<Box<dyn Fn(&mut toml::Table) + Send + Sync>>,
+    pub configure: Option<ConfigEdit>,
     /// Log filter for the server; `RUST_LOG` or `info` when `None`.
     pub log_filter: Option<String>,
 }

@@ -61,13 +61,13 @@ impl PacketEdit for DeliverRtcp {
 /// `known`, when some packet names a known SSRC; leaves them as they are
 /// otherwise.
 pub fn route_to_known(packets: &mut Vec<Box<dyn rtc::rtcp::Packet>>, known: &HashSet<u32>) {
-    let first_known = |packet: &Box<dyn rtc::rtcp::Packet>| {
+    let first_known = |packet: &dyn rtc::rtcp::Packet| {
         packet.destination_ssrc().first().is_some_and(|ssrc| known.contains(ssrc))
     };
-    if packets.first().is_none_or(first_known) {
+    if packets.first().is_none_or(|packet| first_known(packet.as_ref())) {
         return;
     }
-    if let Some(index) = packets.iter().position(first_known) {
+    if let Some(index) = packets.iter().position(|packet| first_known(packet.as_ref())) {
         let packet = packets.remove(index);
         packets.insert(0, packet);
         return;

@@ -42,7 +42,7 @@ use crate::negotiate::{Direction, Negotiated};
 use crate::{PeerSignal, RoomParticipant, RoomTrack};
 use crate::rtt;
 use crate::quality::{AlertChange, QualitySample, RateTracker, TransportCounters};
-use crate::room::{Binding, PeerKey, Presence, Publication, PublicationKey, Room, RoomKey, Slot};
+use crate::room::{Binding, PeerKey, Publication, PublicationKey, Room, RoomKey, Slot};
 use crate::keyframe::{starts_keyframe, VideoCodec};
 use crate::simulcast::{LayerIndex, LayerSelector, Layers, Selection};
 use crate::throttle::KeyframeRequests;
@@ -436,7 +436,7 @@ impl Worker {
             })
             .collect();
         room.peers.push(key);
-        room.presence.entry(participant_id.clone()).or_insert_with(Presence::default).sessions += 1;
+        room.presence.entry(participant_id.clone()).or_default().sessions += 1;
         let room_id = room.room_id.clone();
         self.update_participant_gauge();
 
