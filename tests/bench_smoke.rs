@@ -294,13 +294,15 @@ async fn bench_run_through_lossy_subscriber_links() {
     // The subscribers asked for what was lost, and got most of it back.
     let nacks = server.metric_sum("vpr_nacks_received_total").await.unwrap_or(0.0) - nacks_before;
     assert!(nacks > 0.0, "the server received no NACK from subscribers behind 5 % loss");
-    // Retransmissions arrive below the highest sequence number seen. The
-    // harness assembles frames without a jitter buffer, so the frames they
-    // complete count as incomplete all the same.
+    // Retransmissions arrive below the highest sequence number seen, and
+    // the frames they complete count as received.
     let missing = number(&report, "/video/packets_missing");
     let late = number(&report, "/video/packets_late");
     assert!(missing > 0.0, "subscribers behind 5 % loss missed no packet");
     assert!(late >= 0.5 * missing, "{late} retransmissions arrived for {missing} missing packets");
+    // Every packet came back, so (almost) every frame counts.
+    let receive_ratio = number(&report, "/video/receive_ratio");
+    assert!(receive_ratio >= 0.95, "receive ratio {receive_ratio} behind 5 % loss: {}", report["video"]);
     assert!(number(&report, "/video/frames_received") > 0.0, "no video frames received");
     // With 20 ms each way, the capture-to-arrival delay includes the link.
     let delay_p50 = number(&report, "/capture_delay_ms/p50");

@@ -15,7 +15,7 @@ use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use tokio::sync::mpsc;
 use vpr_bench::client::simulcast::{LayerSpec, SimulcastOptions, SimulcastPublisher, SsrcLines};
-use vpr_bench::client::vp8::Vp8FrameAssembler;
+use vpr_bench::relay::ReorderingFrameCounter;
 use vpr_bench::client::{build_loopback_peer, poll_until, FrameLog, FrameRecord, PeerEvents};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{PeerConnection, RTCSessionDescription};
@@ -81,7 +81,7 @@ async fn count(track: Arc<dyn TrackRemote>, received: Arc<Mutex<Received>>) {
     if video {
         lock(&received).video_track = Some(track.clone());
     }
-    let mut assemblers: HashMap<u32, Vp8FrameAssembler> = HashMap::new();
+    let mut assemblers: HashMap<u32, ReorderingFrameCounter> = HashMap::new();
 
     while let Some(event) = track.poll().await {
         match event {

@@ -15,7 +15,8 @@ use webrtc::peer_connection::{PeerConnection, RTCSessionDescription};
 use super::error::ClientError;
 use super::peer::{build_loopback_peer, PeerEvents};
 use super::subscriber::{FrameRecord, SubscriberStats};
-use super::vp8::{SequenceTracker, Vp8FrameAssembler};
+use super::vp8::SequenceTracker;
+use crate::relay::ReorderingFrameCounter;
 
 /// How long the subscriber waits for ICE gathering.
 const GATHERING_TIMEOUT: Duration = Duration::from_secs(10);
@@ -124,7 +125,7 @@ async fn route_tracks(
 }
 
 async fn read_video(track: Arc<dyn TrackRemote>, stats: Arc<Mutex<SubscriberStats>>) {
-    let mut assembler = Vp8FrameAssembler::default();
+    let mut frames = ReorderingFrameCounter::new();
     let mut sequence = SequenceTracker::default();
     while let Some(event) = track.poll().await {
         let TrackRemoteEvent::OnRtpPacket(packet) = event else {
@@ -133,15 +134,14 @@ async fn read_video(track: Arc<dyn TrackRemote>, stats: Arc<Mutex<SubscriberStat
         let now = Instant::now();
         let header = &packet.header;
         let late_before = sequence.late_or_duplicate();
-        let incomplete_before = assembler.incomplete_frames();
-        let malformed_before = assembler.malformed_packets();
+        let abandoned_before = frames.abandoned_frames();
+        let malformed_before = frames.malformed_packets();
         let skipped = sequence.record(header.sequence_number);
-        let frame = assembler.push(
-            header.sequence_number,
-            header.timestamp,
-            header.marker,
-            &packet.payload,
-        );
+        let frame = if packet.payload.is_empty() {
+            None
+        } else {
+            frames.push(header.sequence_number, header.timestamp, header.marker, &packet.payload)
+        };
 
         let mut stats = lock(&stats);
         let video = &mut stats.video;
@@ -151,8 +151,8 @@ async fn read_video(track: Arc<dyn TrackRemote>, stats: Arc<Mutex<SubscriberStat
             video.sequence_gaps += 1;
         }
         video.late_packets += sequence.late_or_duplicate() - late_before;
-        video.incomplete_frames += assembler.incomplete_frames() - incomplete_before;
-        video.malformed_packets += assembler.malformed_packets() - malformed_before;
+        video.incomplete_frames += frames.abandoned_frames() - abandoned_before;
+        video.malformed_packets += frames.malformed_packets() - malformed_before;
         if let Some(frame) = frame {
             video.frames += 1;
             if frame.keyframe {

@@ -21,7 +21,8 @@ use super::capture_time::{self, extmap_id, DelayHistogram, ABS_CAPTURE_TIME_URI}
 use super::error::ClientError;
 use super::peer::{build_loopback_peer, create_complete_offer, PeerEvents};
 use super::signaling::{delete_session, post_offer};
-use super::vp8::{VP8_CLOCK_RATE, CompleteFrame, SequenceTracker, Vp8FrameAssembler};
+use super::vp8::{SequenceTracker, VP8_CLOCK_RATE};
+use crate::relay::{FrameRecord as CompletedFrame, ReorderingFrameCounter};
 use vpr_sfu::quality::InterarrivalJitter;
 use crate::relay::{first_udp_candidate, rewrite_answer_candidates, Direction, Impairment, Relay, RelayHandle, RelayStats};
 
@@ -56,7 +57,8 @@ pub struct VideoReceiveStats {
     pub sequence_gaps: u64,
     /// Packets that arrived at or below the highest sequence number seen.
     pub late_packets: u64,
-    /// Frames started but not completed.
+    /// Frames given up incomplete: a frame still missing a packet when 128
+    /// newer frames have started (about 4 s at 30 fps).
     pub incomplete_frames: u64,
     /// Packets whose VP8 payload descriptor could not be parsed.
     pub malformed_packets: u64,
@@ -87,14 +89,14 @@ pub struct FrameRecord {
 }
 
 impl FrameRecord {
-    /// Builds the record of `frame`, arrived at `arrived_at`.
-    pub fn new(frame: &CompleteFrame, arrived_at: Instant) -> Self {
+    /// Builds the record of `frame`, completed at `arrived_at`.
+    pub fn new(frame: &CompletedFrame, arrived_at: Instant) -> Self {
         Self {
             arrived_at,
             bytes: frame.bytes,
             keyframe: frame.keyframe,
-            layer: frame.marker.map(|marker| marker.layer),
-            frame_number: frame.marker.map(|marker| marker.frame_number),
+            layer: frame.layer,
+            frame_number: frame.frame_number,
         }
     }
 }
@@ -250,7 +252,10 @@ pub struct SubscriberStats {
 /// Per-track state that is not part of the snapshot.
 #[derive(Default)]
 struct VideoReceiver {
-    assembler: Vp8FrameAssembler,
+    /// Completes frames in any packet order, so a frame whose missing
+    /// packet a retransmission brings counts as received, as a browser's
+    /// jitter buffer would show it.
+    frames: ReorderingFrameCounter,
     sequence: SequenceTracker,
     /// Frame jitter: the RFC 3550 estimate over each frame's first packet.
     jitter: InterarrivalJitter,
@@ -458,23 +463,19 @@ async fn read_video(track: Arc<dyn TrackRemote>, state: Arc<Mutex<ReceiveState>>
 
         // Counters are added as deltas so that several video tracks sum up.
         let late_before = receiver.sequence.late_or_duplicate();
-        let incomplete_before = receiver.assembler.incomplete_frames();
-        let malformed_before = receiver.assembler.malformed_packets();
+        let abandoned_before = receiver.frames.abandoned_frames();
+        let malformed_before = receiver.frames.malformed_packets();
         let skipped = receiver.sequence.record(header.sequence_number);
-        // A repeated or late sequence number is discarded, as a receiver's
-        // packet buffer does.
+        // A packet at or below the highest sequence number seen is a
+        // retransmission or a reordered packet: it may still complete its
+        // frame, but it counts neither for the bitrate nor for jitter.
         let repeated = receiver.sequence.late_or_duplicate() > late_before;
         // Padding-only packets (bandwidth probes) carry no VP8 data.
         let padding = packet.payload.is_empty();
-        let frame = if repeated || padding {
+        let frame = if padding {
             None
         } else {
-            receiver.assembler.push(
-                header.sequence_number,
-                header.timestamp,
-                header.marker,
-                &packet.payload,
-            )
+            receiver.frames.push(header.sequence_number, header.timestamp, header.marker, &packet.payload)
         };
 
         let capture_delay = capture_time_id
@@ -502,8 +503,8 @@ async fn read_video(track: Arc<dyn TrackRemote>, state: Arc<Mutex<ReceiveState>>
             video.sequence_gaps += 1;
         }
         video.late_packets += receiver.sequence.late_or_duplicate() - late_before;
-        video.incomplete_frames += receiver.assembler.incomplete_frames() - incomplete_before;
-        video.malformed_packets += receiver.assembler.malformed_packets() - malformed_before;
+        video.incomplete_frames += receiver.frames.abandoned_frames() - abandoned_before;
+        video.malformed_packets += receiver.frames.malformed_packets() - malformed_before;
         if let Some(frame) = frame {
             video.frame_log.push(FrameRecord::new(&frame, now));
             video.frames += 1;

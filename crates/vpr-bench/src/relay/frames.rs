@@ -31,6 +31,8 @@ pub struct FrameRecord {
     pub recovered: bool,
     /// Simulcast layer from the synthetic publisher's marker, if present.
     pub layer: Option<u8>,
+    /// Frame number within the layer from the same marker.
+    pub frame_number: Option<u32>,
     /// VP8 frame bytes, payload descriptors excluded.
     pub bytes: usize,
     /// Picture width from a keyframe's header; `None` for other frames.
@@ -44,7 +46,7 @@ struct PendingFrame {
     received: HashSet<u16>,
     keyframe: bool,
     recovered: bool,
-    layer: Option<u8>,
+    marker: Option<LayerMarker>,
     bytes: usize,
     width: Option<u16>,
 }
@@ -119,7 +121,7 @@ impl ReorderingFrameCounter {
             frame.first_sequence = Some(sequence_number);
             let frame_start = &payload[descriptor.header_len..];
             frame.keyframe = frame_start.first().is_some_and(|tag| tag & 0x01 == 0);
-            frame.layer = LayerMarker::parse(frame_start, frame.keyframe).map(|marker| marker.layer);
+            frame.marker = LayerMarker::parse(frame_start, frame.keyframe);
             frame.width = keyframe_width(frame_start).filter(|_| frame.keyframe);
         }
         if marker {
@@ -137,7 +139,8 @@ impl ReorderingFrameCounter {
             timestamp_offset: rtp_timestamp.wrapping_sub(first_timestamp),
             keyframe: frame.keyframe,
             recovered: frame.recovered,
-            layer: frame.layer,
+            layer: frame.marker.map(|marker| marker.layer),
+            frame_number: frame.marker.map(|marker| marker.frame_number),
             bytes: frame.bytes,
             width: frame.width,
         })
@@ -151,6 +154,12 @@ impl ReorderingFrameCounter {
     /// Frames given up while waiting for packets, plus those still waiting.
     pub fn incomplete_frames(&self) -> u64 {
         self.abandoned_frames + self.pending.len() as u64
+    }
+
+    /// Frames given up while waiting for packets: the oldest waiting frame
+    /// is given up when a new one starts and 128 are waiting.
+    pub fn abandoned_frames(&self) -> u64 {
+        self.abandoned_frames
     }
 
     /// Packets whose VP8 payload descriptor could not be parsed.
@@ -229,6 +238,7 @@ mod tests {
                 keyframe: true,
                 recovered: false,
                 layer: None,
+                frame_number: None,
                 bytes: 6,
                 width: None,
             })
@@ -253,6 +263,7 @@ mod tests {
                 keyframe: false,
                 recovered: false,
                 layer: None,
+                frame_number: None,
                 bytes: 2,
                 width: None,
             })
@@ -264,6 +275,7 @@ mod tests {
                 keyframe: false,
                 recovered: true,
                 layer: None,
+                frame_number: None,
                 bytes: 6,
                 width: None,
             })
