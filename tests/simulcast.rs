@@ -56,9 +56,9 @@ async fn simulcast_layers_follow_capped_link() {
 }
 
 /// An offer that declares each layer's SSRC in an `a=ssrc` line beside its
-/// `a=rid` line, with the SSRC lines in the reverse order of the RIDs: the
-/// server maps layers by the RID each stream carries, so the session record
-/// names `f` while the subscriber receives the top layer's frames and `q`
+/// `a=rid` line, with the SSRC lines in the reverse order of the RIDs. The
+/// server maps layers by the RID each stream carries. So the session record
+/// names `f` while the subscriber receives the top layer's frames, and `q`
 /// once the cap has moved it to the lowest layer's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn declared_layer_ssrcs_map_by_rid() {
