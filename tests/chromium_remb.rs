@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use chromium::rerun::{assert_only_loopback, run_in_namespace};
 use chromium::test_page::{chromium_simulcast_room, ChromiumSimulcastRoom};
 use chromium::webdriver::Session;
-use common::TestServer;
+use common::{log_field, newest_estimate_line, TestServer};
 use serde_json::Value;
 use vpr_bench::relay::{Direction, Impairment, Relay};
 
@@ -46,23 +46,10 @@ fn chromium_subscriber_with_remb() {
     run_in_namespace("chromium_subscriber_with_remb", RUN_TIMEOUT, remb_inside);
 }
 
-/// Returns the server's newest bandwidth-estimate log line for `participant_id`.
-fn newest_estimate(server: &TestServer, participant_id: &str) -> String {
-    let log = server.log_tail(400);
-    log.lines()
-        .rev()
-        .find(|line| line.contains("bandwidth estimate") && line.contains(participant_id))
-        .unwrap_or_default()
-        .to_owned()
-}
-
-/// Reads the number in `field=<number>` of a log line, 0 when absent.
-fn field(line: &str, field: &str) -> u64 {
-    let pattern = format!(" {field}=");
-    line.split(&pattern)
-        .nth(1)
-        .and_then(|value| value.chars().take_while(char::is_ascii_digit).collect::<String>().parse().ok())
-        .unwrap_or(0)
+/// Reads the REMB value of the server's newest estimate line for
+/// `participant_id`, 0 when there is none.
+fn remb_bps(server: &TestServer, participant_id: &str) -> u64 {
+    newest_estimate_line(server, participant_id).and_then(|line| log_field(&line, "remb_bps")).unwrap_or(0)
 }
 
 /// Returns the server's last log lines about `participant_id` and layer targets.
@@ -128,13 +115,15 @@ async fn remb_inside() {
     let mut video = inbound(&browser).await;
     while started.elapsed() < CLEAN_DEADLINE {
         video = inbound(&browser).await;
-        if field(&newest_estimate(&server, participant), "remb_bps") > 0 && video["frameWidth"] == TOP_WIDTH {
+        if remb_bps(&server, participant) > 0 && video["frameWidth"] == TOP_WIDTH {
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let line = newest_estimate(&server, participant);
-    let (remb, estimate) = (field(&line, "remb_bps"), field(&line, "estimate_bps"));
+    // Both figures from one line, so the estimate is the one the REMB capped.
+    let line = newest_estimate_line(&server, participant).unwrap_or_default();
+    let remb = log_field(&line, "remb_bps").unwrap_or(0);
+    let estimate = log_field(&line, "estimate_bps").unwrap_or(0);
     println!("clean link after {:?}: REMB {remb} bit/s, estimate {estimate} bit/s, video {video}", started.elapsed());
     assert!(remb > 0, "no REMB from Chromium within {CLEAN_DEADLINE:?}\n{}", estimate_lines(&server, participant));
     assert!(estimate > 0, "no estimate logged for the officer");
@@ -168,7 +157,7 @@ async fn remb_inside() {
     // produced over the same time.
     let rid = if video["frameWidth"] == 320 { "q" } else { "h" };
     let produced = encoded_end[rid] - encoded_start[rid];
-    let remb = field(&newest_estimate(&server, participant), "remb_bps");
+    let remb = remb_bps(&server, participant);
     println!(
         "cap {CAP_KBPS} kbit/s: a lower layer after {lowered:?}; at the end REMB {remb} bit/s, video {video}, \
          {steady_frames} frames decoded of {produced} that `{rid}` produced in the last {STEADY:?}; relay {:?}",

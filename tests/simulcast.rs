@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use common::frames::{longest_gap, received_kbps, settled_on};
-use common::{admit, create_room, publish_simulcast, ServerOptions, TestServer};
+use common::{admit, create_room, log_field, newest_estimate_line, publish_simulcast, ServerOptions, TestServer};
 use vpr_bench::client::simulcast::{LayerSpec, SimulcastOptions, SsrcLines};
 use vpr_bench::relay::{Direction, Impairment, Relay, RelayedSubscriber};
 use vpr_control::pb::Role;
@@ -39,15 +39,8 @@ struct Sample {
 
 /// Returns the newest estimate the server logged for `participant_id`, in kbit/s.
 fn logged_estimate_kbps(server: &TestServer, participant_id: &str) -> Option<f64> {
-    let log = server.log_tail(400);
-    log.lines()
-        .rev()
-        .filter(|line| line.contains("bandwidth estimate") && line.contains(participant_id))
-        .find_map(|line| {
-            let value = line.split("estimate_bps=").nth(1)?;
-            let digits: String = value.chars().take_while(|c| c.is_ascii_digit()).collect();
-            digits.parse::<f64>().ok().map(|bps| bps / 1000.0)
-        })
+    let line = newest_estimate_line(server, participant_id)?;
+    log_field(&line, "estimate_bps").map(|bps| bps as f64 / 1000.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,11 +113,7 @@ enum Phases {
 }
 
 async fn simulcast_call(incident: &str, options: SimulcastOptions, phases: Phases) {
-    let server = TestServer::start_with(ServerOptions {
-        log_filter: Some("info,vpr_sfu::worker=debug,rtc=warn,webrtc=warn".to_owned()),
-        ..ServerOptions::default()
-    })
-    .await;
+    let server = TestServer::start_with(ServerOptions::with_estimate_log()).await;
     let mut grpc = server.grpc_client().await;
     let room = create_room(&mut grpc, incident).await;
     let resident = admit(&mut grpc, &room.room_id, "resident-simulcast", Role::Resident).await;

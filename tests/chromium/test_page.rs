@@ -71,11 +71,7 @@ pub async fn chromium_simulcast_room(incident: &str, connect_timeout: Duration) 
     use crate::common::{admit, create_room, ServerOptions, TestServer};
     use vpr_control::pb::Role;
 
-    let server = TestServer::start_with(ServerOptions {
-        log_filter: Some("info,vpr_sfu::worker=debug,rtc=warn,webrtc=warn".to_owned()),
-        ..ServerOptions::default()
-    })
-    .await;
+    let server = TestServer::start_with(ServerOptions::with_estimate_log()).await;
     let mut grpc = server.grpc_client().await;
     let room = create_room(&mut grpc, incident).await;
     let resident = admit(&mut grpc, &room.room_id, &format!("resident-{incident}"), Role::Resident).await;

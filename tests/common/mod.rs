@@ -117,6 +117,31 @@ pub struct ServerOptions {
     pub log_filter: Option<String>,
 }
 
+impl ServerOptions {
+    /// Returns the defaults with the media worker's debug log on, which
+    /// carries a `bandwidth estimate` line per subscriber every 500 ms and
+    /// each layer target change.
+    pub fn with_estimate_log() -> Self {
+        Self { log_filter: Some("info,vpr_sfu::worker=debug,rtc=warn,webrtc=warn".to_owned()), ..Self::default() }
+    }
+}
+
+/// Returns the server's newest `bandwidth estimate` log line about
+/// `participant_id`, if it logged one ([`ServerOptions::with_estimate_log`]).
+pub fn newest_estimate_line(server: &TestServer, participant_id: &str) -> Option<String> {
+    let log = server.log_tail(400);
+    log.lines()
+        .rev()
+        .find(|line| line.contains("bandwidth estimate") && line.contains(participant_id))
+        .map(str::to_owned)
+}
+
+/// Reads the number in ` field=<number>` of a log line.
+pub fn log_field(line: &str, field: &str) -> Option<u64> {
+    let value = line.split(&format!(" {field}=")).nth(1)?;
+    value.chars().take_while(char::is_ascii_digit).collect::<String>().parse().ok()
+}
+
 impl Default for ServerOptions {
     fn default() -> Self {
         Self {

@@ -202,9 +202,9 @@ pub struct SimulcastOptions {
     pub audio: bool,
     /// Whether and in which order the offer declares the layers' SSRCs.
     pub ssrc_lines: SsrcLines,
-    /// Send padding probes on SSRC 0 and on an undeclared SSRC beside the
-    /// media, and tally what the server's transport-wide feedback says of
-    /// them ([`SimulcastStats::probes`]).
+    /// Whether to send padding probes on SSRC 0 and on an undeclared SSRC
+    /// beside the media, and tally how the server's transport-wide feedback
+    /// reports them ([`SimulcastStats::probes`]).
     pub unbound_probes: bool,
 }
 
@@ -576,8 +576,8 @@ fn reverse_ssrc_lines(sdp: &str) -> String {
     out
 }
 
-/// One m-section's lines with its `a=ssrc` groups in reverse order, placed
-/// where the first `a=ssrc` line was.
+/// Returns one m-section's lines with its `a=ssrc` groups in reverse order,
+/// placed where the first `a=ssrc` line was.
 fn reverse_ssrc_groups<'a>(section: &[&'a str]) -> Vec<&'a str> {
     let ssrc_of = |line: &str| line.strip_prefix("a=ssrc:").and_then(|rest| rest.split(' ').next().map(str::to_owned));
     let mut groups: Vec<(String, Vec<&'a str>)> = Vec::new();

@@ -208,8 +208,8 @@ impl RelayHandle {
         lock(&self.shared).lost_rtp[direction.index()].iter().map(|(id, _)| *id).collect()
     }
 
-    /// The packets of [`Self::lost_rtp`], each with the time the relay
-    /// dropped it.
+    /// Returns the packets of [`Self::lost_rtp`], each with the time the
+    /// relay dropped it.
     pub fn lost_rtp_times(&self, direction: Direction) -> Vec<(RtpPacketId, Instant)> {
         lock(&self.shared).lost_rtp[direction.index()].clone()
     }
